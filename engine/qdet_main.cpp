@@ -1,0 +1,167 @@
+// qdet: runs the detector on image files, or serves as a benchmark worker.
+//
+//   qdet --weights model.qdet [--precision int8] [--threads 2] car.jpg ...
+//   qdet --weights model.qdet --serve      (JSON lines on stdin/stdout)
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/cli.h"
+#include "engine/detector.h"
+#include "engine/error.h"
+#include "engine/file_util.h"
+#include "engine/log.h"
+#include "engine/weight_file.h"
+
+namespace {
+
+using namespace qdet;
+using nlohmann::json;
+
+json detections_json(const std::vector<Detection> &detections) {
+    json list = json::array();
+    for (const Detection &d : detections) {
+        list.push_back({{"box", {d.box.x1, d.box.y1, d.box.x2, d.box.y2}}, {"score", d.score}, {"label", d.label}});
+    }
+    return list;
+}
+
+std::string label_name(const ModelConfig &config, int label) {
+    auto it = config.categories.find(label);
+    return it == config.categories.end() ? "class " + std::to_string(label) : it->second;
+}
+
+// One JSON object per line in both directions; see bench/peers/README.md.
+int serve(Detector &detector, double load_ms, uint64_t model_bytes) {
+    auto send = [](const json &message) {
+        std::cout << message.dump() << '\n' << std::flush;
+    };
+    send({{"event", "ready"},
+          {"system", std::string("qdet_") + precision_name(detector.precision())},
+          {"load_ms", load_ms},
+          {"model_bytes", model_bytes},
+          {"details", {{"threads", thread_count()}, {"weights", detector.weight_path()}}}});
+
+    std::string line;
+    int line_number = 0;
+    while (std::getline(std::cin, line)) {
+        ++line_number;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        json request;
+        try {
+            request = json::parse(line);
+        } catch (const json::exception &e) {
+            fail(ErrorKind::input, "request line " + std::to_string(line_number) + " is not valid JSON: " + e.what());
+        }
+        const std::string op = request.value("op", "");
+        if (op == "quit") return 0;
+        if (op == "warm_up") {
+            detector.warm_up(request.at("height").get<int>(), request.at("width").get<int>());
+            send({{"event", "warmed_up"}});
+            continue;
+        }
+        if (op != "run") {
+            fail(ErrorKind::input, "request line " + std::to_string(line_number) + ": unknown op '" + op +
+                                       "', expected run, warm_up or quit");
+        }
+        Image image;
+        std::string input;
+        try {
+            input = request.at("input").get<std::string>();
+            image.width = request.at("width").get<int>();
+            image.height = request.at("height").get<int>();
+        } catch (const json::exception &e) {
+            fail(ErrorKind::input, "request line " + std::to_string(line_number) + ": " + e.what());
+        }
+        AlignedBuffer bytes = read_file(input);
+        if (image.width <= 0 || image.height <= 0 ||
+            bytes.size() != static_cast<size_t>(image.width) * image.height * 3) {
+            fail(ErrorKind::input, input + ": size is " + std::to_string(bytes.size()) + " bytes, expected " +
+                                       std::to_string(static_cast<size_t>(image.width) * image.height * 3) + " (" +
+                                       std::to_string(image.width) + "x" + std::to_string(image.height) + " RGB)");
+        }
+        image.rgb.assign(bytes.data(), bytes.data() + bytes.size());
+
+        StageTimes times;
+        auto start = std::chrono::steady_clock::now();
+        const std::vector<Detection> detections = detector.detect(image, &times);
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+
+        if (request.contains("dump")) {
+            const json document = {{"image", request.value("image", input)},
+                                   {"width", image.width},
+                                   {"height", image.height},
+                                   {"detections", detections_json(detections)}};
+            write_text_file_atomically(request.at("dump").get<std::string>(), document.dump());
+        }
+        json stages = json::object();
+        for (int s = 0; s < kStageCount; ++s) stages[stage_name(static_cast<Stage>(s))] = times.ms[s];
+        send({{"event", "result"}, {"ms", ms}, {"detections", detections.size()}, {"stages", stages}});
+    }
+    return 0;
+}
+
+int qdet_main(int argc, char **argv) {
+    CommandLine cli("qdet",
+                    "Detect objects in images with a qdet weight file (from convert).\n"
+                    "usage: qdet --weights FILE [options] IMAGE...\n"
+                    "Prints one line per detection: image, label, score, box x1 y1 x2 y2 in pixels.");
+    cli.option("weights", "FILE", "qdet weight file");
+    cli.option("precision", "fp32|int8", "arithmetic to run in", "fp32");
+    cli.option("threads", "N", "CPU threads (0: all cores)", "0");
+    cli.option("score-thresh", "S", "print detections with score >= S", "0.5");
+    cli.option("json", "FILE", "also write all detections of all images as JSON");
+    cli.flag("serve", "benchmark worker: read JSON requests on stdin, answer on stdout");
+    cli.flag("verbose", "log the oneDNN implementation of every layer and plan sizes");
+    if (!cli.parse(argc, argv, /*allow_positional=*/true)) return 0;
+    if (cli.has("verbose")) set_log_level(LogLevel::info);
+
+    DetectorOptions options;
+    if (!parse_precision(cli.get("precision"), &options.precision)) {
+        fail(ErrorKind::usage, "option --precision must be fp32 or int8, got '" + cli.get("precision") + "'");
+    }
+    set_thread_count(cli.get_int("threads", 0, 1024));
+    const float score_thresh = static_cast<float>(cli.get_double("score-thresh", 0.0, 1.0));
+    const std::string weights = cli.require("weights");
+    if (!cli.has("serve") && cli.positional().empty()) fail(ErrorKind::usage, "no image given (see --help)");
+
+    auto start = std::chrono::steady_clock::now();
+    const WeightFile file = WeightFile::read(weights);
+    Detector detector(file, options);
+    const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (cli.has("serve")) return serve(detector, load_ms, file.file_size());
+
+    json all = json::array();
+    int failures = 0;
+    for (const std::string &path : cli.positional()) {
+        Image image;
+        try {
+            image = read_image(path);
+        } catch (const Error &e) {
+            std::fprintf(stderr, "qdet: error: %s\n", e.what());
+            ++failures;
+            continue;
+        }
+        StageTimes times;
+        const std::vector<Detection> detections = detector.detect(image, &times);
+        for (const Detection &d : detections) {
+            if (d.score < score_thresh) continue;
+            std::printf("%s\t%s\t%.3f\t%.1f %.1f %.1f %.1f\n", path.c_str(), label_name(detector.config(), d.label).c_str(),
+                        d.score, d.box.x1, d.box.y1, d.box.x2, d.box.y2);
+        }
+        QDET_LOG_INFO(path << ": " << detections.size() << " detections in " << times.total() << " ms");
+        all.push_back({{"image", path}, {"width", image.width}, {"height", image.height},
+                       {"detections", detections_json(detections)}});
+    }
+    if (cli.has("json")) write_text_file_atomically(cli.get("json"), all.dump(1));
+    return failures == 0 ? 0 : static_cast<int>(ErrorKind::input);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    return qdet::run_tool("qdet", [&] { return qdet_main(argc, argv); });
+}
