@@ -65,8 +65,8 @@ void validate_keep_fp32(const ModelConfig &config, const std::vector<std::string
     }
 }
 
-CalibrationResult calibrate_activations(const WeightFile &fp32_file, const std::vector<std::string> &images,
-                                        const CalibrationOptions &options) {
+CalibrationResult calibrate_activations(const WeightFile &fp32_file, const std::vector<FoldedLayer> &layers,
+                                        const std::vector<std::string> &images, const CalibrationOptions &options) {
     DetectorOptions detector_options;
     detector_options.precision = Precision::fp32;
     detector_options.observe_residual_branches = true;
@@ -148,14 +148,74 @@ CalibrationResult calibrate_activations(const WeightFile &fp32_file, const std::
         }
     }
 
-    // Scales. A channel that was always zero gets a small scale: any
-    // positive value works, and a small one makes its folded weights vanish.
+    // Per-channel magnitude of the weights that dense layers apply to each
+    // tensor's channels (the largest over consumers and output channels).
+    std::map<std::string, std::vector<float>> dense_weight_max;
+    {
+        std::map<std::string, const FoldedLayer *> by_name;
+        for (const FoldedLayer &layer : layers) by_name[layer.spec.name] = &layer;
+        for (const LayerInput &entry : layer_inputs(fp32_file.config())) {
+            const FoldedLayer &layer = *by_name.at(entry.layer);
+            auto tensor = index.find(entry.input);
+            if (layer.spec.depthwise() || tensor == index.end()) continue;
+            const size_t channels = result.tensors[tensor->second].clips.size();
+            const int64_t per_output = layer.weight.numel() / layer.spec.out_channels;
+            const int64_t run = per_output / static_cast<int64_t>(channels);
+            std::vector<float> &wmax = dense_weight_max[entry.input];
+            wmax.resize(channels, 0.f);
+            const float *w = layer.weight.data<float>();
+            for (int oc = 0; oc < layer.spec.out_channels; ++oc) {
+                for (int64_t i = 0; i < per_output; ++i) {
+                    float &m = wmax[static_cast<size_t>(i / run)];
+                    m = std::max(m, std::fabs(w[oc * per_output + i]));
+                }
+            }
+        }
+        // Tensors that share scales take the larger weight of each channel.
+        for (const std::vector<std::string> &group : shared_scale_groups(fp32_file.config())) {
+            std::vector<float> merged;
+            for (const std::string &name : group) {
+                auto it = dense_weight_max.find(name);
+                if (it == dense_weight_max.end()) continue;
+                if (merged.empty()) merged.assign(it->second.size(), 0.f);
+                for (size_t c = 0; c < merged.size(); ++c) merged[c] = std::max(merged[c], it->second[c]);
+            }
+            if (merged.empty()) continue;
+            for (const std::string &name : group) {
+                if (index.count(name)) dense_weight_max[name] = merged;
+            }
+        }
+    }
+
+    // Scales. A dense layer's input is divided by clip^m / wmax^(1 - m) per
+    // channel and then quantized with one step for the whole tensor; a
+    // depthwise layer's input gets its own step per channel. An all-zero
+    // channel still needs a positive scale; any value works.
     for (size_t t = 0; t < result.tensors.size(); ++t) {
         TensorCalibration &tensor = result.tensors[t];
         const float largest = *std::max_element(tensor.clips.begin(), tensor.clips.end());
         const float floor = largest > 0.f ? largest * 1e-4f : 1e-6f;
-        tensor.scales.clear();
-        for (float clip : tensor.clips) tensor.scales.push_back(std::max(clip, floor) / levels[t]);
+        std::vector<double> clips(tensor.clips.begin(), tensor.clips.end());
+        for (double &clip : clips) clip = std::max(clip, static_cast<double>(floor));
+        tensor.scales.assign(clips.size(), 0.f);
+
+        auto wmax = dense_weight_max.find(tensor.name);
+        if (wmax == dense_weight_max.end()) {
+            for (size_t c = 0; c < clips.size(); ++c) tensor.scales[c] = static_cast<float>(clips[c] / levels[t]);
+            continue;
+        }
+        const double m = options.migration;
+        const float wlargest = *std::max_element(wmax->second.begin(), wmax->second.end());
+        std::vector<double> smoothing(clips.size());
+        double step = 0.0;  // largest clip / smoothing, divided by the levels below
+        for (size_t c = 0; c < clips.size(); ++c) {
+            const double w = std::max(static_cast<double>(wmax->second[c]), wlargest * 1e-6 + 1e-30);
+            smoothing[c] = std::pow(clips[c], m) / std::pow(w, 1.0 - m);
+            step = std::max(step, clips[c] / smoothing[c]);
+        }
+        for (size_t c = 0; c < clips.size(); ++c) {
+            tensor.scales[c] = static_cast<float>(smoothing[c] * step / levels[t]);
+        }
     }
     return result;
 }
@@ -228,6 +288,7 @@ nlohmann::json quantization_section(const CalibrationResult &result, const Calib
         {"keep_fp32", options.keep_fp32},
     };
     if (options.method == CalibrationMethod::percentile) section["percentile"] = options.percentile;
+    section["migration"] = options.migration;
     return section;
 }
 

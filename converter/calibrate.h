@@ -19,6 +19,15 @@ struct CalibrationOptions {
     CalibrationMethod method = CalibrationMethod::percentile;
     double percentile = 99.99;  // for CalibrationMethod::percentile
     int bins = 512;             // histogram bins per channel
+    // How per-channel ranges of a dense layer's input (a convolution that
+    // is not depthwise, or a linear layer) split between the activation and
+    // the folded weights, as in SmoothQuant: channel c of the input is
+    // divided by clip[c]^m / wmax[c]^(1 - m), with wmax[c] the largest
+    // weight the layer applies to it. 1 gives every channel its own range
+    // and leaves all the spread in the folded weights; 0 equalizes the
+    // weights' columns instead. Depthwise inputs always use 1 (their
+    // folding is exact).
+    double migration = 0.5;
     std::vector<std::string> keep_fp32;  // layer names run in FP32 in INT8 mode
     bool show_progress = true;
 };
@@ -51,8 +60,8 @@ void validate_keep_fp32(const ModelConfig &config, const std::vector<std::string
 // Collects per-channel histograms with the FP32 engine of `fp32_file` and
 // chooses scales (shared_scale_groups() applied). Unreadable images are
 // skipped with a warning; none readable is an Error(input).
-CalibrationResult calibrate_activations(const WeightFile &fp32_file, const std::vector<std::string> &images,
-                                        const CalibrationOptions &options);
+CalibrationResult calibrate_activations(const WeightFile &fp32_file, const std::vector<FoldedLayer> &layers,
+                                        const std::vector<std::string> &images, const CalibrationOptions &options);
 
 // Adds `<layer>.weight_s8` and `<layer>.weight_scale` for every layer that
 // runs INT8 (not the squeeze-excitation layers, not `keep_fp32`). The input

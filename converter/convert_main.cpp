@@ -41,9 +41,14 @@ int convert_main(int argc, char **argv) {
     cli.option("calib", "DIR", "folder of calibration images; adds INT8 weights and scales");
     cli.option("calib-method", "METHOD", "activation clipping: minmax, percentile, entropy or mse", "percentile");
     cli.option("percentile", "P", "percentile of |x| kept by --calib-method percentile", "99.99");
+    cli.option("migration", "M",
+               "0..1: how much of a dense layer's input range spread stays in the activations' scales "
+               "(1) rather than in the folded weights (0)",
+               "0.5");
     cli.option("calib-limit", "N", "use at most the first N calibration images (0: all)", "0");
     cli.option("keep-fp32", "LAYERS", "comma-separated layers that stay FP32 in INT8 mode");
     cli.option("report", "FILE", "write the per-tensor calibration report as JSON");
+    cli.flag("skip-sqnr", "do not measure each tensor's INT8 error against FP32 (halves the time)");
     cli.option("threads", "N", "CPU threads (0: all cores)", "0");
     cli.flag("quiet", "no progress display and no report table");
     cli.flag("verbose", "log details, including each layer's oneDNN implementation");
@@ -54,7 +59,8 @@ int convert_main(int argc, char **argv) {
     const std::string input = cli.require("weights");
     const std::string output = cli.require("out");
     const bool calibrate = cli.has("calib");
-    for (const char *option : {"keep-fp32", "report", "calib-limit", "calib-method", "percentile"}) {
+    for (const char *option :
+         {"keep-fp32", "report", "calib-limit", "calib-method", "percentile", "migration", "skip-sqnr"}) {
         if (!calibrate && cli.has(option)) fail(ErrorKind::usage, std::string("option --") + option + " needs --calib");
     }
     CalibrationOptions calibration;
@@ -63,6 +69,7 @@ int convert_main(int argc, char **argv) {
                                    cli.get("calib-method") + "'");
     }
     calibration.percentile = cli.get_double("percentile", 50.0, 100.0);
+    calibration.migration = cli.get_double("migration", 0.0, 1.0);
     calibration.keep_fp32 = split_list(cli.get("keep-fp32"));
     calibration.show_progress = !quiet;
     const int limit = cli.get_int("calib-limit", 0, 1000000);
@@ -99,14 +106,14 @@ int convert_main(int argc, char **argv) {
     std::vector<std::string> images = list_image_files(cli.get("calib"));
     if (limit > 0 && static_cast<int>(images.size()) > limit) images.resize(limit);
     const WeightFile fp32_file = WeightFile::parse(writer.serialize(), input);
-    CalibrationResult result = calibrate_activations(fp32_file, images, calibration);
+    CalibrationResult result = calibrate_activations(fp32_file, layers, images, calibration);
 
     add_int8_weights(writer, layers, result, calibration.keep_fp32, config);
     writer.set_quantization(quantization_section(result, calibration));
     const auto bytes = writer.bytes_by_dtype();
     const uint64_t int8_bytes = bytes.count(DType::s8) ? bytes.at(DType::s8) : 0;
     const WeightFile int8_file = WeightFile::parse(writer.serialize(), output);
-    measure_sqnr(fp32_file, int8_file, images, !quiet, &result);
+    if (!cli.has("skip-sqnr")) measure_sqnr(fp32_file, int8_file, images, !quiet, &result);
 
     if (cli.has("report")) {
         write_text_file_atomically(cli.get("report"), calibration_report(result, calibration).dump(1));

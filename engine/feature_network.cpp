@@ -96,11 +96,14 @@ LayerOutput FeatureNetwork::output_of(const DnnlLayer &layer, const std::string 
         out.layout = fp32_layout_;
         return out;
     }
-    out.layout = Layout::nhwc;
-    if (!layer_is_int8(layer.spec().name)) {
+    // FP32 layers of an INT8 model keep FP32's blocked layout: oneDNN's
+    // FP32 convolutions are much slower on nhwc.
+    if (!layer.quantized()) {
         out.dtype = DType::f32;
+        out.layout = fp32_layout_;
         return out;
     }
+    out.layout = Layout::nhwc;
     out.dtype = layer.spec().activation == Activation::relu ? DType::u8 : DType::s8;
     out.scales = quant_.scales(name, layer.spec().out_channels, context_);
     return out;
@@ -109,7 +112,7 @@ LayerOutput FeatureNetwork::output_of(const DnnlLayer &layer, const std::string 
 FeatureMap FeatureNetwork::input_for(PlanBuilder &builder, Stage stage, const DnnlLayer &layer,
                                      const FeatureMap &src, bool *converted) {
     *converted = false;
-    const bool wants_int8 = layer_is_int8(layer.spec().name);
+    const bool wants_int8 = layer.quantized();
     const bool has_int8 = src.dtype != DType::f32;
     if (wants_int8 == has_int8) return src;
 
@@ -125,7 +128,8 @@ FeatureMap FeatureNetwork::input_for(PlanBuilder &builder, Stage stage, const Dn
     } else {
         factors = src.scales;
     }
-    FeatureMap out = builder.allocate(src.name, src.channels, src.height, src.width, dtype, src.layout, scales);
+    const Layout layout = wants_int8 ? Layout::nhwc : fp32_layout_;
+    FeatureMap out = builder.allocate(src.name, src.channels, src.height, src.width, dtype, layout, scales);
     out.nonnegative = src.nonnegative;
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -358,13 +362,25 @@ std::unique_ptr<FeaturePlan> FeatureNetwork::build(int height, int width) {
     result->fpn = {p0, p1, pool};
 
     // RPN head on every level; the output layer writes f32 for decoding.
+    // When that layer runs in FP32, an INT8 RPN convolution hands it f32
+    // directly instead of quantizing its output.
     for (int level = 0; level < kRpnLevels; ++level) {
-        FeatureMap t = run_layer(builder, Stage::rpn, *rpn_conv_, result->fpn[level], rpn_conv_tensor(level));
+        FeatureMap t;
+        if (rpn_conv_->quantized() && !rpn_output_->quantized()) {
+            LayerOutput conv_output;
+            conv_output.dtype = DType::f32;
+            conv_output.layout = Layout::nhwc;
+            t = rpn_conv_->append(builder, Stage::rpn, result->fpn[level], conv_output, rpn_conv_tensor(level));
+            t.nonnegative = true;
+            builder.observe(t);
+        } else {
+            t = run_layer(builder, Stage::rpn, *rpn_conv_, result->fpn[level], rpn_conv_tensor(level));
+        }
         bool converted = false;
         FeatureMap input = input_for(builder, Stage::rpn, *rpn_output_, t, &converted);
         LayerOutput output;
         output.dtype = DType::f32;
-        output.layout = precision_ == Precision::fp32 ? fp32_layout_ : Layout::nhwc;
+        output.layout = rpn_output_->quantized() ? Layout::nhwc : input.layout;
         result->rpn_head[level] = rpn_output_->append(builder, Stage::rpn, input, output, rpn_output_tensor(level));
         builder.observe(result->rpn_head[level]);
         if (converted) builder.release(input);

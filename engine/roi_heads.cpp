@@ -213,8 +213,10 @@ void RoiHeads::run(dnnl::stream &stream, const FeatureMap &features, ImageSize i
         if (features.dtype != DType::s8) fail(ErrorKind::internal, "RoI Align: INT8 fc6 needs s8 FPN features");
         roi_align(features.view<const int8_t>(), features.scales.data(), proposals, params, roi_scales.data(),
                   roi_features_.as<int8_t>());
+    } else if (features.dtype == DType::s8) {
+        roi_align(features.view<const int8_t>(), features.scales.data(), proposals, params,
+                  roi_features_.as<float>());
     } else {
-        if (features.dtype != DType::f32) fail(ErrorKind::internal, "RoI Align: FP32 fc6 needs f32 FPN features");
         roi_align(features.view<const float>(), proposals, params, roi_features_.as<float>());
     }
     const size_t row_bytes = static_cast<size_t>(columns) * element_size(roi_type);

@@ -148,4 +148,15 @@ void roi_align(const FeatureView<const int8_t> &input, const float *in_scales, c
     });
 }
 
+void roi_align(const FeatureView<const int8_t> &input, const float *in_scales, const std::vector<Box> &rois,
+               const RoiAlignParams &params, float *output) {
+    const int bins = params.pooled_height * params.pooled_width;
+    const int channels = input.channels;
+    const float per_count = std::max(static_cast<float>(params.sampling_ratio * params.sampling_ratio), 1.f);
+    roi_align_impl<int8_t>(input, rois, params, [&](const float *acc, float, int r, int bin, int c0, int n) {
+        float *out = output + (static_cast<size_t>(r) * bins + bin) * channels + c0;
+        for (int c = 0; c < n; ++c) out[c] = acc[c] * in_scales[c0 + c] / per_count;
+    });
+}
+
 }  // namespace qdet

@@ -40,4 +40,8 @@ void roi_align(const FeatureView<const float> &input, const std::vector<Box> &ro
 void roi_align(const FeatureView<const int8_t> &input, const float *in_scales, const std::vector<Box> &rois,
                const RoiAlignParams &params, const float *out_scales, int8_t *output);
 
+// INT8 input, FP32 output (for an FP32 fc6 behind an INT8 FPN).
+void roi_align(const FeatureView<const int8_t> &input, const float *in_scales, const std::vector<Box> &rois,
+               const RoiAlignParams &params, float *output);
+
 }  // namespace qdet

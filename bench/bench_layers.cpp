@@ -1,0 +1,296 @@
+// bench_layers: times every convolution and fully connected layer of the
+// detector in FP32 and INT8, at the shapes one input size produces, with the
+// same oneDNN primitives and layouts the engine uses; and measures the
+// machine's FP32 and INT8 peak so that each layer's speed reads as a
+// fraction of it.
+//
+//   build/bench_layers --weights model.qdet [--size 640x640] [--proposals 300]
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/architecture.h"
+#include "engine/cli.h"
+#include "engine/detector.h"
+#include "engine/dnnl_layer.h"
+#include "engine/error.h"
+#include "engine/file_util.h"
+#include "engine/quant_table.h"
+#include "engine/weight_file.h"
+
+namespace {
+
+using namespace qdet;
+using Clock = std::chrono::steady_clock;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+// One timed layer call: the layer and its input shape.
+struct Call {
+    std::string label;  // layer name, with "#level" for the RPN head
+    const LayerSpec *spec = nullptr;
+    std::string input;  // input tensor name (for INT8 signedness)
+    int rows = 1;       // fully connected: proposals
+    int channels = 0, height = 0, width = 0;
+    bool input_nonnegative = false;
+};
+
+struct Timing {
+    double fp32_ms = 0, int8_ms = 0;
+    double ops = 0;  // 2 x multiply-adds
+    std::string fp32_impl, int8_impl;
+};
+
+double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    return values[values.size() / 2];
+}
+
+// Runs `body` `repeats` times after two warm-up calls; returns the median ms.
+template <typename Body>
+double time_ms(int repeats, Body body) {
+    body();
+    body();
+    std::vector<double> samples;
+    for (int r = 0; r < repeats; ++r) {
+        auto start = Clock::now();
+        body();
+        samples.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    }
+    return median(samples);
+}
+
+// Peak throughput from independent chains of 512-bit FMA (FP32) and
+// VPDPBUSD (INT8) per thread: 16 accumulators hide the latency.
+__attribute__((target("avx512f,avx512vnni"))) double measure_peak_gops(bool int8, int threads) {
+    const long iterations = 20000000;
+    double seconds = 0;
+    auto run = [&] {
+#pragma omp parallel num_threads(threads)
+        {
+            if (int8) {
+                __m512i acc[16];
+                for (auto &a : acc) a = _mm512_setzero_si512();
+                const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(2);
+                for (long i = 0; i < iterations / 16; ++i) {
+                    for (auto &x : acc) x = _mm512_dpbusd_epi32(x, a, b);
+                }
+                alignas(64) int32_t lanes[16];
+                _mm512_store_si512(lanes, acc[0]);
+                volatile int32_t sink = lanes[0];
+                (void)sink;
+            } else {
+                __m512 acc[16];
+                for (auto &a : acc) a = _mm512_setzero_ps();
+                const __m512 a = _mm512_set1_ps(1.0001f), b = _mm512_set1_ps(0.9999f);
+                for (long i = 0; i < iterations / 16; ++i) {
+                    for (auto &x : acc) x = _mm512_fmadd_ps(x, a, b);
+                }
+                alignas(64) float lanes[16];
+                _mm512_store_ps(lanes, acc[0]);
+                volatile float sink = lanes[0];
+                (void)sink;
+            }
+        }
+    };
+    run();  // warm up the clocks
+    auto start = Clock::now();
+    run();
+    seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    // FP32: 16 lanes x 2 ops; INT8: 64 u8 x s8 products, 2 ops each.
+    const double ops_per_instruction = int8 ? 128.0 : 32.0;
+    return static_cast<double>(iterations) * ops_per_instruction * threads / seconds / 1e9;
+}
+
+// Multiply-adds of one call.
+double multiply_adds(const Call &c) {
+    const LayerSpec &s = *c.spec;
+    if (s.kind == LayerSpec::Kind::linear) return static_cast<double>(c.rows) * s.in_channels * s.out_channels;
+    const int out_h = (c.height + 2 * s.padding() - s.kernel) / s.stride + 1;
+    const int out_w = (c.width + 2 * s.padding() - s.kernel) / s.stride + 1;
+    return static_cast<double>(out_h) * out_w * s.out_channels * (s.in_channels / s.groups) * s.kernel * s.kernel;
+}
+
+Timing time_call(const Call &call, const WeightFile &file, const QuantTable &quant, const dnnl::engine &engine,
+                 dnnl::stream &stream, int repeats) {
+    const LayerSpec &s = *call.spec;
+    Timing timing;
+    timing.ops = 2.0 * multiply_adds(call);
+    const bool linear = s.kind == LayerSpec::Kind::linear;
+    const int out_h = linear ? 1 : (call.height + 2 * s.padding() - s.kernel) / s.stride + 1;
+    const int out_w = linear ? 1 : (call.width + 2 * s.padding() - s.kernel) / s.stride + 1;
+    // The engine's f32-output layers: RPN head outputs and the predictor.
+    const bool f32_output = call.label.rfind("rpn.head.cls_logits", 0) == 0 ||
+                            call.label.rfind("rpn.head.bbox_pred", 0) == 0 ||
+                            call.label.rfind("roi_heads.box_predictor", 0) == 0;
+
+    for (const Precision precision : {Precision::fp32, Precision::int8}) {
+        const bool int8 = precision == Precision::int8;
+        DnnlLayer layer(load_layer_params(file, s, precision), precision, engine);
+        dt src_type = dt::f32, dst_type = dt::f32;
+        if (int8) {
+            src_type = call.input_nonnegative ? dt::u8 : dt::s8;
+            dst_type = f32_output ? dt::f32 : s.activation == Activation::relu ? dt::u8 : dt::s8;
+        }
+        const tag layout = int8 ? tag::nhwc : tag::nChw16c;
+        dnnl::memory::desc src_desc, dst_desc;
+        if (linear) {
+            src_desc = dnnl::memory::desc({call.rows, s.in_channels}, src_type, tag::nc);
+            dst_desc = dnnl::memory::desc({call.rows, s.out_channels}, dst_type, tag::nc);
+        } else {
+            src_desc = dnnl::memory::desc({1, s.in_channels, call.height, call.width}, src_type,
+                                          call.label == "backbone.body.0.0" && !int8 ? tag::nchw : layout);
+            dst_desc = dnnl::memory::desc({1, s.out_channels, out_h, out_w}, dst_type, layout);
+        }
+        std::vector<float> dst_scales;
+        if (int8 && dst_type != dt::f32) {
+            auto it = quant.activation_scales.find(call.label.substr(0, call.label.find('#')) ==
+                                                           "rpn.head.conv.0.0"
+                                                       ? call.label
+                                                       : s.name);
+            dst_scales = it != quant.activation_scales.end() && static_cast<int>(it->second.size()) == s.out_channels
+                             ? it->second
+                             : std::vector<float>(s.out_channels, 0.05f);
+        }
+        const PreparedPrimitive prepared = layer.prepare(src_desc, dst_desc, 1.f, dst_scales, std::nullopt);
+        dnnl::memory src(src_desc, engine), dst(dst_desc, engine);
+        std::memset(src.get_data_handle(), 1, src_desc.get_size());
+        auto args = prepared.args(src, dst);
+        dnnl::memory scratchpad;
+        if (prepared.scratchpad_desc.get_size() > 0) {
+            scratchpad = dnnl::memory(prepared.scratchpad_desc, engine);
+            args[DNNL_ARG_SCRATCHPAD] = scratchpad;
+        }
+        const double ms = time_ms(repeats, [&] {
+            prepared.primitive.execute(stream, args);
+            stream.wait();
+        });
+        (int8 ? timing.int8_ms : timing.fp32_ms) = ms;
+        (int8 ? timing.int8_impl : timing.fp32_impl) = prepared.implementation;
+    }
+    return timing;
+}
+
+int bench_main(int argc, char **argv) {
+    CommandLine cli("bench_layers",
+                    "Time every convolution and fully connected layer of the detector in FP32 and INT8\n"
+                    "at the shapes one input size produces, with the engine's primitives and layouts.\n"
+                    "Needs a weight file converted with --calib.");
+    cli.option("weights", "FILE", "qdet weight file with INT8 calibration");
+    cli.option("size", "WxH", "input image size", "640x640");
+    cli.option("proposals", "N", "proposals reaching the box head (fc layers' batch)", "300");
+    cli.option("threads", "N", "CPU threads (0: all cores)", "2");
+    cli.option("repeats", "N", "timed calls per layer and precision (median reported)", "20");
+    cli.option("csv", "FILE", "also write the table as CSV");
+    if (!cli.parse(argc, argv)) return 0;
+    set_thread_count(cli.get_int("threads", 0, 1024));
+    const int threads = thread_count();
+    const int proposals = cli.get_int("proposals", 1, 100000);
+    const int repeats = cli.get_int("repeats", 1, 100000);
+    int width = 0, height = 0;
+    if (std::sscanf(cli.get("size").c_str(), "%dx%d", &width, &height) != 2 || width <= 0 || height <= 0) {
+        fail(ErrorKind::usage, "option --size takes WIDTHxHEIGHT, got '" + cli.get("size") + "'");
+    }
+
+    const WeightFile file = WeightFile::read(cli.require("weights"));
+    const QuantTable quant = quant_table_from_json(file.quantization(), file.path());
+    if (quant.empty()) fail(ErrorKind::input, file.path() + ": no INT8 calibration; run convert with --calib");
+
+    // Tensor shapes at this input size, from one traced FP32 run.
+    Image image;
+    image.width = width;
+    image.height = height;
+    image.rgb.assign(static_cast<size_t>(width) * height * 3, 128);
+    DetectorOptions options;
+    Detector detector(file, options);
+    DetectionTrace trace;
+    detector.detect(image, nullptr, &trace);
+
+    std::map<std::string, std::string> input_of;
+    for (const LayerInput &entry : layer_inputs(file.config())) input_of[entry.layer] = entry.input;
+    std::map<std::string, bool> nonnegative;
+    for (const auto &entry : file.quantization().at("activations").items()) {
+        nonnegative[entry.key()] = entry.value().value("dtype", "s8") == "u8";
+    }
+
+    const std::vector<LayerSpec> layers = detector_layers(file.config());
+    std::vector<Call> calls;
+    for (const LayerSpec &spec : layers) {
+        if (is_squeeze_excitation_layer(spec.name)) continue;
+        const std::string input = input_of.at(spec.name);
+        const bool rpn = spec.name.rfind("rpn.head.", 0) == 0;
+        for (int level = 0; level < (rpn ? kRpnLevels : 1); ++level) {
+            Call call;
+            call.spec = &spec;
+            call.label = rpn ? spec.name + "#" + std::to_string(level) : spec.name;
+            call.input = rpn ? (spec.name == "rpn.head.conv.0.0"
+                                    ? std::vector<std::string>{"backbone.fpn.layer_blocks.0.0",
+                                                               "backbone.fpn.layer_blocks.1.0", kFpnPoolTensor}[level]
+                                    : rpn_conv_tensor(level))
+                             : input;
+            call.input_nonnegative = nonnegative[call.input];
+            if (spec.kind == LayerSpec::Kind::linear) {
+                call.rows = proposals;
+            } else {
+                const auto &shape = trace.tensors.at(call.input);
+                call.channels = shape.channels;
+                call.height = shape.height;
+                call.width = shape.width;
+            }
+            calls.push_back(call);
+        }
+    }
+
+    const double fp32_peak = measure_peak_gops(false, threads);
+    const double int8_peak = measure_peak_gops(true, threads);
+    dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+    dnnl::stream stream(engine);
+    std::vector<Timing> timings;
+    double fp32_total = 0, int8_total = 0;
+    for (const Call &call : calls) {
+        timings.push_back(time_call(call, file, quant, engine, stream, repeats));
+        fp32_total += timings.back().fp32_ms;
+        int8_total += timings.back().int8_ms;
+    }
+
+    std::printf("bench_layers: input %dx%d, %d proposals, %d threads, median of %d calls\n", width, height,
+                proposals, threads, repeats);
+    std::printf("measured peak: FP32 %.0f GFLOP/s, INT8 %.0f GOP/s (VNNI)\n\n", fp32_peak, int8_peak);
+    std::printf("%-40s %9s %9s %8s %8s %6s %6s %7s %6s %6s\n", "layer", "fp32 ms", "int8 ms", "fp32 GOP/s",
+                "int8 GOP/s", "%peak", "%peak", "speedup", "%fp32", "%int8");
+    std::string csv =
+        "layer,input,fp32_ms,int8_ms,gop,fp32_gops,int8_gops,fp32_peak_fraction,int8_peak_fraction,int8_speedup,"
+        "fp32_share,int8_share,fp32_impl,int8_impl\n";
+    for (size_t i = 0; i < calls.size(); ++i) {
+        const Timing &t = timings[i];
+        const double fp32_gops = t.ops / t.fp32_ms / 1e6;
+        const double int8_gops = t.ops / t.int8_ms / 1e6;
+        std::printf("%-40s %9.3f %9.3f %8.1f %8.1f %6.1f %6.1f %6.2fx %6.1f %6.1f\n", calls[i].label.c_str(),
+                    t.fp32_ms, t.int8_ms, fp32_gops, int8_gops, 100 * fp32_gops / fp32_peak,
+                    100 * int8_gops / int8_peak, t.fp32_ms / t.int8_ms, 100 * t.fp32_ms / fp32_total,
+                    100 * t.int8_ms / int8_total);
+        char line[512];
+        std::snprintf(line, sizeof(line), "%s,%dx%dx%d,%.4f,%.4f,%.4f,%.2f,%.2f,%.4f,%.4f,%.3f,%.4f,%.4f,%s,%s\n",
+                      calls[i].label.c_str(), calls[i].channels, calls[i].height, calls[i].width, t.fp32_ms,
+                      t.int8_ms, t.ops / 1e9, fp32_gops, int8_gops, fp32_gops / fp32_peak, int8_gops / int8_peak,
+                      t.fp32_ms / t.int8_ms, t.fp32_ms / fp32_total, t.int8_ms / int8_total, t.fp32_impl.c_str(),
+                      t.int8_impl.c_str());
+        csv += line;
+    }
+    std::printf("%-40s %9.3f %9.3f %38s %6.2fx\n", "all layers", fp32_total, int8_total, "", fp32_total / int8_total);
+    if (cli.has("csv")) write_text_file_atomically(cli.get("csv"), csv);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    return qdet::run_tool("bench_layers", [&] { return bench_main(argc, argv); });
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs the dependencies, builds qdet and runs the test suite (ctest).
+# The data directory is $QDET_DATA_DIR, or ../shared beside the repository.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+"$repo/scripts/install_deps.sh"
+"$repo/scripts/build.sh" "$repo/build"
+cd "$repo/build"
+ctest --output-on-failure --timeout 1200
