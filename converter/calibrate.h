@@ -16,7 +16,7 @@
 namespace qdet {
 
 struct CalibrationOptions {
-    CalibrationMethod method = CalibrationMethod::percentile;
+    CalibrationMethod method = CalibrationMethod::minmax;
     double percentile = 99.99;  // for CalibrationMethod::percentile
     int bins = 512;             // histogram bins per channel
     // How per-channel ranges of a dense layer's input (a convolution that

@@ -39,7 +39,7 @@ int convert_main(int argc, char **argv) {
     cli.option("weights", "FILE", "input .safetensors file from the exporter");
     cli.option("out", "FILE", "output qdet weight file");
     cli.option("calib", "DIR", "folder of calibration images; adds INT8 weights and scales");
-    cli.option("calib-method", "METHOD", "activation clipping: minmax, percentile, entropy or mse", "percentile");
+    cli.option("calib-method", "METHOD", "activation clipping: minmax, percentile, entropy or mse", "minmax");
     cli.option("percentile", "P", "percentile of |x| kept by --calib-method percentile", "99.99");
     cli.option("migration", "M",
                "0..1: how much of a dense layer's input range spread stays in the activations' scales "

@@ -113,10 +113,32 @@ FeaturePlan &Detector::plan_for(const TransformGeometry &geometry) {
     }
     auto start = Clock::now();
     plans_.push_front(network_->build(geometry.padded.height, geometry.padded.width));
+    plans_.front()->plan.set_profiling(profiling_);
     QDET_LOG_INFO("built the " << precision_name(options_.precision) << " plan for " << geometry.padded.width << "x"
                                << geometry.padded.height << " in " << elapsed_ms(start) << " ms");
     while (static_cast<int>(plans_.size()) > std::max(1, options_.max_cached_sizes)) plans_.pop_back();
     return *plans_.front();
+}
+
+void Detector::set_profiling(bool enabled) {
+    profiling_ = enabled;
+    for (auto &plan : plans_) plan->plan.set_profiling(enabled);
+    roi_heads_->set_profiling(enabled);
+}
+
+std::vector<Plan::StepProfile> Detector::profile() const {
+    std::vector<Plan::StepProfile> steps;
+    if (!plans_.empty()) steps = plans_.front()->plan.profile();
+    for (const auto &[label, stage] : {std::pair<const char *, Stage>{"preprocess", Stage::preprocess},
+                                       {"proposals", Stage::rpn},
+                                       {"postprocess", Stage::postprocess}}) {
+        if (profile_totals_.runs > 0) {
+            steps.push_back({label, stage, profile_totals_.ms[static_cast<int>(stage)], profile_totals_.runs});
+        }
+    }
+    const auto &heads = roi_heads_->profile();
+    steps.insert(steps.end(), heads.begin(), heads.end());
+    return steps;
 }
 
 void Detector::warm_up(int height, int width) {
@@ -175,7 +197,8 @@ std::vector<Detection> Detector::run(const Image &image, StageTimes *times, cons
         proposals = *forced_proposals;
         proposal_scores.assign(proposals.size(), 1.f);
     }
-    t[Stage::rpn] += elapsed_ms(start);
+    const double proposal_ms = elapsed_ms(start);
+    t[Stage::rpn] += proposal_ms;
 
     // Box head.
     start = Clock::now();
@@ -195,6 +218,12 @@ std::vector<Detection> Detector::run(const Image &image, StageTimes *times, cons
         d.box = {d.box.x1 / ratio_w, d.box.y1 / ratio_h, d.box.x2 / ratio_w, d.box.y2 / ratio_h};
     }
     t[Stage::postprocess] += elapsed_ms(start);
+    if (profiling_) {
+        profile_totals_.ms[static_cast<int>(Stage::preprocess)] += t[Stage::preprocess];
+        profile_totals_.ms[static_cast<int>(Stage::rpn)] += proposal_ms;
+        profile_totals_.ms[static_cast<int>(Stage::postprocess)] += t[Stage::postprocess];
+        ++profile_totals_.runs;
+    }
 
     if (trace != nullptr) {
         trace->geometry = geometry;

@@ -91,6 +91,11 @@ public:
     // proposal count ahead of time, so that timed runs measure only inference.
     void warm_up(int height, int width);
 
+    // Times every step of the plans (oneDNN primitive or kernel) from now
+    // on; profile() returns the sums of the most recently used plan.
+    void set_profiling(bool enabled);
+    std::vector<Plan::StepProfile> profile() const;
+
     const ModelConfig &config() const { return config_; }
     Precision precision() const { return options_.precision; }
     const std::string &weight_path() const { return weight_path_; }
@@ -109,6 +114,11 @@ private:
     std::unique_ptr<ProposalGenerator> proposals_;
     std::unique_ptr<RoiHeads> roi_heads_;
     std::list<std::unique_ptr<FeaturePlan>> plans_;  // most recently used first
+    bool profiling_ = false;
+    struct {
+        std::array<double, kStageCount> ms{};
+        int runs = 0;
+    } profile_totals_;  // the stages outside plans and the box head
 };
 
 // Sets the number of threads of oneDNN and qdet's kernels (OpenMP); 0 keeps

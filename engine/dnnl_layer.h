@@ -78,7 +78,7 @@ public:
     int output_size(int input_size) const;
 
 private:
-    dnnl::memory weights_in(const dnnl::memory::desc &wanted, const dnnl::memory::desc &src_desc);
+    dnnl::memory weights_in(const dnnl::memory::desc &wanted);
     dnnl::memory bias_for(float src_scale);
     dnnl::primitive_attr make_attr(float src_scale, const std::vector<float> &dst_scales,
                                    std::optional<float> sum_scale, dnnl::memory *binary_scales,
@@ -89,7 +89,6 @@ private:
     bool quantized_;  // INT8 weights (FP32 precision and squeeze-excitation layers are not)
     dnnl::engine engine_;
     std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> weight_cache_;
-    dnnl::memory fp32_bias_;
 };
 
 }  // namespace qdet

@@ -44,11 +44,21 @@ template FeatureView<const uint8_t> FeatureMap::view<const uint8_t>() const;
 void Plan::run(dnnl::stream &stream, StageTimes *times, const ActivationObserver *observer) {
     using clock = std::chrono::steady_clock;
     auto start = clock::now();
-    for (Step &step : steps_) {
+    if (profiling_) {
+        step_ms_.resize(steps_.size(), 0.0);
+        ++profiled_runs_;
+    }
+    for (size_t i = 0; i < steps_.size(); ++i) {
+        Step &step = steps_[i];
+        const auto step_start = profiling_ ? clock::now() : clock::time_point();
         if (step.kernel) {
             step.kernel();
         } else {
             step.primitive.execute(stream, step.args);
+        }
+        if (profiling_) {
+            stream.wait();
+            step_ms_[i] += std::chrono::duration<double, std::milli>(clock::now() - step_start).count();
         }
         if (times != nullptr) {
             // Primitives run synchronously on the CPU engine; waiting keeps
@@ -64,6 +74,14 @@ void Plan::run(dnnl::stream &stream, StageTimes *times, const ActivationObserver
         }
     }
     stream.wait();
+}
+
+std::vector<Plan::StepProfile> Plan::profile() const {
+    std::vector<StepProfile> result;
+    for (size_t i = 0; i < step_ms_.size(); ++i) {
+        result.push_back({steps_[i].label, steps_[i].stage, step_ms_[i], profiled_runs_});
+    }
+    return result;
 }
 
 size_t Plan::activation_bytes() const {

@@ -69,6 +69,16 @@ public:
     size_t activation_bytes() const;
     size_t step_count() const { return steps_.size(); }
 
+    // Per-step timing, summed over runs while enabled (for --profile).
+    struct StepProfile {
+        std::string label;
+        Stage stage;
+        double total_ms = 0;
+        int runs = 0;
+    };
+    void set_profiling(bool enabled) { profiling_ = enabled; }
+    std::vector<StepProfile> profile() const;
+
 private:
     friend class PlanBuilder;
     struct Step {
@@ -80,6 +90,9 @@ private:
         std::vector<FeatureMap> observed;  // tensors complete after this step
     };
     std::vector<Step> steps_;
+    std::vector<double> step_ms_;
+    int profiled_runs_ = 0;
+    bool profiling_ = false;
     std::vector<AlignedBuffer> slots_;
     AlignedBuffer scratchpad_;
 };

@@ -115,6 +115,8 @@ int qdet_main(int argc, char **argv) {
     cli.option("score-thresh", "S", "print detections with score >= S", "0.5");
     cli.option("json", "FILE", "also write all detections of all images as JSON");
     cli.flag("serve", "benchmark worker: read JSON requests on stdin, answer on stdout");
+    cli.option("profile", "N", "run each image N more times and print the mean time of every step (plan of the "
+               "last image)", "0");
     cli.flag("verbose", "log the oneDNN implementation of every layer and plan sizes");
     if (!cli.parse(argc, argv, /*allow_positional=*/true)) return 0;
     if (cli.has("verbose")) set_log_level(LogLevel::info);
@@ -134,6 +136,7 @@ int qdet_main(int argc, char **argv) {
     const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (cli.has("serve")) return serve(detector, load_ms, file.file_size());
 
+    const int profile_runs = cli.get_int("profile", 0, 100000);
     json all = json::array();
     int failures = 0;
     for (const std::string &path : cli.positional()) {
@@ -153,6 +156,21 @@ int qdet_main(int argc, char **argv) {
                         d.score, d.box.x1, d.box.y1, d.box.x2, d.box.y2);
         }
         QDET_LOG_INFO(path << ": " << detections.size() << " detections in " << times.total() << " ms");
+        if (profile_runs > 0) {
+            detector.set_profiling(true);
+            for (int r = 0; r < profile_runs; ++r) detector.detect(image);
+            detector.set_profiling(false);
+            double total = 0;
+            for (const auto &step : detector.profile()) total += step.total_ms / step.runs;
+            std::printf("profile of %s (%s, mean of %d runs), ms:\n", path.c_str(), precision_name(options.precision),
+                        profile_runs);
+            for (const auto &step : detector.profile()) {
+                const double ms = step.total_ms / step.runs;
+                std::printf("  %-44s %-12s %8.3f %5.1f%%\n", step.label.c_str(), stage_name(step.stage), ms,
+                            100.0 * ms / total);
+            }
+            std::printf("  %-44s %-12s %8.3f\n", "plan total", "", total);
+        }
         all.push_back({{"image", path}, {"width", image.width}, {"height", image.height},
                        {"detections", detections_json(detections)}});
     }

@@ -1,6 +1,7 @@
 #include "engine/roi_heads.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -200,6 +201,19 @@ void RoiHeads::run(dnnl::stream &stream, const FeatureMap &features, ImageSize i
     Batch &batch = batch_for(padded_rows(n));
     const int columns = pooled_ * pooled_ * feature_channels_;
 
+    // Optional timing of the parts, for --profile.
+    auto mark = std::chrono::steady_clock::now();
+    size_t part = 0;
+    auto record = [&](const char *label) {
+        if (!profiling_) return;
+        const auto now = std::chrono::steady_clock::now();
+        if (profile_.size() <= part) profile_.push_back({label, Stage::roi_heads, 0.0, 0});
+        profile_[part].total_ms += std::chrono::duration<double, std::milli>(now - mark).count();
+        profile_[part].runs += 1;
+        ++part;
+        mark = now;
+    };
+
     // MultiScaleRoIAlign: every box maps to level "0" (see architecture.h).
     RoiAlignParams params;
     params.pooled_height = params.pooled_width = pooled_;
@@ -221,6 +235,7 @@ void RoiHeads::run(dnnl::stream &stream, const FeatureMap &features, ImageSize i
     }
     const size_t row_bytes = static_cast<size_t>(columns) * element_size(roi_type);
     std::memset(roi_features_.data() + n * row_bytes, 0, (batch.rows - n) * row_bytes);
+    record("roi_align");
 
     auto observe = [&](const char *name, void *data, int width, DType dtype, const std::vector<float> &scales,
                        int height, bool nonnegative) {
@@ -268,10 +283,13 @@ void RoiHeads::run(dnnl::stream &stream, const FeatureMap &features, ImageSize i
         observe(name, out.data(), kBoxHeadChannels, type, scales, 1, true);
     };
     run_fc(batch.fc6, batch.fc6_args, batch.fc7, batch.fc6_out_type, fc6_out_, "roi_heads.box_head.fc6");
+    record("roi_heads.box_head.fc6");
     run_fc(batch.fc7, batch.fc7_args, batch.predictor, batch.fc7_out_type, fc7_out_, "roi_heads.box_head.fc7");
+    record("roi_heads.box_head.fc7");
 
     batch.predictor.primitive.execute(stream, batch.predictor_args);
     stream.wait();
+    record(kPredictorTensor);
     const int outputs = predictor_->spec().out_channels;
     observe(kPredictorTensor, predictor_out_.data(), outputs, DType::f32, {}, 1, false);
 

@@ -47,6 +47,10 @@ public:
     std::vector<Detection> postprocess(const std::vector<Box> &proposals, const std::vector<float> &class_logits,
                                        const std::vector<float> &box_regression, ImageSize image) const;
 
+    // Times RoI Align and each fully connected layer while enabled.
+    void set_profiling(bool enabled) { profiling_ = enabled; }
+    const std::vector<Plan::StepProfile> &profile() const { return profile_; }
+
     // Creates the primitives of every batch size up to the post-NMS top-n,
     // so that no later image pays for their creation.
     void prepare_all_batch_sizes();
@@ -78,6 +82,8 @@ private:
     AlignedBuffer requantize_;     // f32 output of an FP32 layer whose successor runs INT8
     AlignedBuffer scratchpad_;
     std::map<int, std::unique_ptr<Batch>> batches_;
+    bool profiling_ = false;
+    std::vector<Plan::StepProfile> profile_;
 };
 
 }  // namespace qdet

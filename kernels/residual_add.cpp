@@ -1,5 +1,7 @@
 #include "kernels/residual_add.h"
 
+#include "kernels/requantize_simd.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -31,11 +33,7 @@ void add_residual(const FeatureView<const int8_t> &x, const float *x_scales, con
         const int8_t *pb = branch.run(b, row, 0);
         int8_t *py = y.run(b, row, 0);
         for (int col = 0; col < x.width; ++col, px += x.block, pb += x.block, py += x.block) {
-#pragma omp simd
-            for (int c = 0; c < x.block; ++c) {
-                const float value = static_cast<float>(px[c]) * fx[c] + static_cast<float>(pb[c]) * fb[c];
-                py[c] = static_cast<int8_t>(std::nearbyint(std::min(std::max(value, -128.f), 127.f)));
-            }
+            simd::add_run(px, fx, pb, fb, x.block, py);
         }
     }
 }

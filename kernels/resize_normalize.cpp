@@ -82,9 +82,42 @@ void for_each_resized_pixel(const uint8_t *rgb, const ResizeGeometry &g, const N
 
 }  // namespace
 
+namespace {
+
+// Zeroes the destination outside the resized image: the rows below it and
+// the columns right of it. `row_of(y)` points at row y of one plane.
+template <typename T, typename RowOf>
+void zero_padding(const ResizeGeometry &g, int values_per_pixel, RowOf row_of) {
+    for (int y = 0; y < g.dst_height; ++y) {
+        T *row = row_of(y);
+        const int first = y < g.out_height ? g.out_width : 0;
+        std::memset(row + static_cast<size_t>(first) * values_per_pixel, 0,
+                    static_cast<size_t>(g.dst_width - first) * values_per_pixel * sizeof(T));
+    }
+}
+
+bool is_identity(const ResizeGeometry &g) { return g.in_height == g.out_height && g.in_width == g.out_width; }
+
+}  // namespace
+
 void resize_normalize(const uint8_t *rgb, const ResizeGeometry &g, const NormalizeParams &params, float *dst) {
     const size_t plane = static_cast<size_t>(g.dst_height) * g.dst_width;
-    std::memset(dst, 0, plane * 3 * sizeof(float));
+    for (int c = 0; c < 3; ++c) {
+        zero_padding<float>(g, 1, [&](int y) { return dst + c * plane + static_cast<size_t>(y) * g.dst_width; });
+    }
+    if (is_identity(g)) {
+        // torch's kernel copies at the same size; so does a table lookup.
+        const auto table = normalize_table(params);
+#pragma omp parallel for schedule(static)
+        for (int y = 0; y < g.out_height; ++y) {
+            const uint8_t *in = rgb + static_cast<size_t>(y) * g.in_width * 3;
+            for (int c = 0; c < 3; ++c) {
+                float *out = dst + c * plane + static_cast<size_t>(y) * g.dst_width;
+                for (int x = 0; x < g.out_width; ++x) out[x] = table[c][in[x * 3 + c]];
+            }
+        }
+        return;
+    }
     for_each_resized_pixel(rgb, g, params, [&](int c, int y, int x, float value) {
         dst[c * plane + static_cast<size_t>(y) * g.dst_width + x] = value;
     });
@@ -92,8 +125,27 @@ void resize_normalize(const uint8_t *rgb, const ResizeGeometry &g, const Normali
 
 void resize_normalize(const uint8_t *rgb, const ResizeGeometry &g, const NormalizeParams &params,
                       const float *scales, int8_t *dst) {
-    std::memset(dst, 0, static_cast<size_t>(g.dst_height) * g.dst_width * 3);
+    zero_padding<int8_t>(g, 3, [&](int y) { return dst + static_cast<size_t>(y) * g.dst_width * 3; });
     const float inverse[3] = {1.f / scales[0], 1.f / scales[1], 1.f / scales[2]};
+    if (is_identity(g)) {
+        // Quantizing the table gives the same bytes as quantizing each value.
+        const auto table = normalize_table(params);
+        std::array<std::array<int8_t, 256>, 3> quantized{};
+        for (int c = 0; c < 3; ++c) {
+            for (int v = 0; v < 256; ++v) quantized[c][v] = quantize_value<int8_t>(table[c][v], inverse[c]);
+        }
+#pragma omp parallel for schedule(static)
+        for (int y = 0; y < g.out_height; ++y) {
+            const uint8_t *in = rgb + static_cast<size_t>(y) * g.in_width * 3;
+            int8_t *out = dst + static_cast<size_t>(y) * g.dst_width * 3;
+            for (int i = 0; i < g.out_width * 3; i += 3) {
+                out[i] = quantized[0][in[i]];
+                out[i + 1] = quantized[1][in[i + 1]];
+                out[i + 2] = quantized[2][in[i + 2]];
+            }
+        }
+        return;
+    }
     for_each_resized_pixel(rgb, g, params, [&](int c, int y, int x, float value) {
         dst[(static_cast<size_t>(y) * g.dst_width + x) * 3 + c] = quantize_value<int8_t>(value, inverse[c]);
     });

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/quantize.h"
+#include "kernels/requantize_simd.h"
 
 namespace qdet {
 
@@ -143,8 +144,7 @@ void roi_align(const FeatureView<const int8_t> &input, const float *in_scales, c
     for (int c = 0; c < channels; ++c) factors[c] = in_scales[c] / (out_scales[c] * per_count);
     roi_align_impl<int8_t>(input, rois, params, [&](const float *acc, float, int r, int bin, int c0, int n) {
         int8_t *out = output + (static_cast<size_t>(r) * bins + bin) * channels + c0;
-        const float *f = factors.data() + c0;
-        for (int c = 0; c < n; ++c) out[c] = saturate_round<int8_t>(acc[c] * f[c]);
+        simd::quantize_run(acc, factors.data() + c0, n, out);
     });
 }
 

@@ -1,31 +1,43 @@
 #include "kernels/squeeze_excitation.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/quantize.h"
+#include "kernels/requantize_simd.h"
 
 namespace qdet {
 namespace {
 
+// Per-channel sums over the plane, split across threads by rows. Integer
+// inputs sum exactly in int64; float inputs in float per row, then double.
 template <typename T>
 void channel_sums(const FeatureView<const T> &x, double *sums) {
-    std::fill(sums, sums + x.channels, 0.0);
-    for (int b = 0; b < x.blocks(); ++b) {
-        const int n = x.block_channels(b);
-        const T *base = x.run(b, 0, 0);
-        std::vector<float> partial(static_cast<size_t>(n), 0.f);
-        // float partial sums per row keep the vector loop; rows add in double
-        for (int y = 0; y < x.height; ++y) {
-            std::fill(partial.begin(), partial.end(), 0.f);
-            for (int xx = 0; xx < x.width; ++xx) {
-                const T *v = base + (static_cast<size_t>(y) * x.width + xx) * x.block;
+    using Accumulator = std::conditional_t<std::is_integral_v<T>, int64_t, double>;
+    using RowSum = std::conditional_t<std::is_integral_v<T>, int32_t, float>;
+    const int padded = x.padded_channels;
+    std::vector<Accumulator> total(static_cast<size_t>(padded), 0);
+#pragma omp parallel
+    {
+        std::vector<Accumulator> mine(static_cast<size_t>(padded), 0);
+        std::vector<RowSum> row(static_cast<size_t>(x.block));
+#pragma omp for schedule(static) nowait
+        for (int r = 0; r < x.blocks() * x.height; ++r) {
+            const int b = r / x.height, y = r % x.height;
+            std::fill(row.begin(), row.end(), RowSum(0));
+            const T *v = x.run(b, y, 0);
+            for (int col = 0; col < x.width; ++col, v += x.block) {
 #pragma omp simd
-                for (int c = 0; c < n; ++c) partial[c] += static_cast<float>(v[c]);
+                for (int c = 0; c < x.block; ++c) row[c] += static_cast<RowSum>(v[c]);
             }
-            for (int c = 0; c < n; ++c) sums[b * x.block + c] += partial[c];
+            for (int c = 0; c < x.block; ++c) mine[b * x.block + c] += row[c];
         }
+#pragma omp critical
+        for (int c = 0; c < padded; ++c) total[c] += mine[c];
     }
+    for (int c = 0; c < x.channels; ++c) sums[c] = static_cast<double>(total[c]);
 }
 
 // `scales` null means 1 for every channel.
@@ -87,8 +99,6 @@ void scale_channels(const FeatureView<const T> &x, const float *in_scales, const
                     const float *out_scales, const FeatureView<T> &out) {
     std::vector<float> factors(static_cast<size_t>(x.padded_channels), 0.f);
     for (int c = 0; c < x.channels; ++c) factors[c] = scales[c] * in_scales[c] / out_scales[c];
-    const float lo = static_cast<float>(std::numeric_limits<T>::min());
-    const float hi = static_cast<float>(std::numeric_limits<T>::max());
     const int rows = x.blocks() * x.height;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
@@ -97,13 +107,7 @@ void scale_channels(const FeatureView<const T> &x, const float *in_scales, const
         const float *f = factors.data() + b * x.block;
         const T *v = x.run(b, y, 0);
         T *o = out.run(b, y, 0);
-        for (int xx = 0; xx < x.width; ++xx, v += x.block, o += out.block) {
-#pragma omp simd
-            for (int c = 0; c < n; ++c) {
-                const float value = std::min(std::max(static_cast<float>(v[c]) * f[c], lo), hi);
-                o[c] = static_cast<T>(std::nearbyint(value));
-            }
-        }
+        for (int xx = 0; xx < x.width; ++xx, v += x.block, o += out.block) simd::scale_run(v, f, n, o);
     }
 }
 

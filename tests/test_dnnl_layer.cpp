@@ -360,7 +360,7 @@ TEST_CASE("dnnl layer fp32 linear") {
     struct Case {
         const char *name;
         int rows;
-        dnnl::memory::dims src_dims;  // {rows, features} or {rows, C, H, W}
+        dnnl::memory::dims src_dims;  // {rows, features}
         tag src_tag;
         int out_features;
         Activation activation;
@@ -369,8 +369,6 @@ TEST_CASE("dnnl layer fp32 linear") {
         {"2-d input", 5, {5, 100}, tag::nc, 37, Activation::none},
         {"2-d input relu", 3, {3, 256}, tag::nc, 64, Activation::relu},
         {"one row", 1, {1, 33}, tag::nc, 17, Activation::none},
-        {"4-d nchw input", 3, {3, 24, 3, 3}, tag::nchw, 20, Activation::relu},
-        {"4-d nhwc input", 2, {2, 40, 2, 3}, tag::nhwc, 12, Activation::none},
     };
     Dnnl &context = dnnl_context();
     uint32_t seed = 2000;
