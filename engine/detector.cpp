@@ -112,7 +112,7 @@ FeaturePlan &Detector::plan_for(const TransformGeometry &geometry) {
         }
     }
     auto start = Clock::now();
-    plans_.push_front(network_->build(geometry.padded.height, geometry.padded.width));
+    plans_.push_front(network_->build(geometry.padded.height, geometry.padded.width, &arena_));
     plans_.front()->plan.set_profiling(profiling_);
     QDET_LOG_INFO("built the " << precision_name(options_.precision) << " plan for " << geometry.padded.width << "x"
                                << geometry.padded.height << " in " << elapsed_ms(start) << " ms");

@@ -113,6 +113,7 @@ private:
     std::unique_ptr<FeatureNetwork> network_;
     std::unique_ptr<ProposalGenerator> proposals_;
     std::unique_ptr<RoiHeads> roi_heads_;
+    ActivationArena arena_;  // before plans_: plans detach from it when destroyed
     std::list<std::unique_ptr<FeaturePlan>> plans_;  // most recently used first
     bool profiling_ = false;
     struct {

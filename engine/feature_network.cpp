@@ -285,11 +285,11 @@ FeatureMap FeatureNetwork::append_max_pool(PlanBuilder &builder, const FeatureMa
     return out;
 }
 
-std::unique_ptr<FeaturePlan> FeatureNetwork::build(int height, int width) {
+std::unique_ptr<FeaturePlan> FeatureNetwork::build(int height, int width, ActivationArena *arena) {
     auto result = std::make_unique<FeaturePlan>();
     result->height = height;
     result->width = width;
-    PlanBuilder builder(engine_, &result->plan);
+    PlanBuilder builder(engine_, &result->plan, arena);
 
     // The input is written by the preprocessing kernel before each run.
     if (layer_is_int8(first_conv_->spec().name)) {

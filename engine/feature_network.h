@@ -43,7 +43,8 @@ public:
                    Layout fp32_layout, bool observe_residual_branches = false);
     ~FeatureNetwork();
 
-    std::unique_ptr<FeaturePlan> build(int height, int width);
+    // Builds the plan of one padded input size on the shared buffers of `arena`.
+    std::unique_ptr<FeaturePlan> build(int height, int width, ActivationArena *arena);
 
 private:
     struct Block;

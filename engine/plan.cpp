@@ -1,5 +1,6 @@
 #include "engine/plan.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "engine/error.h"
@@ -85,6 +86,49 @@ std::vector<Plan::StepProfile> Plan::profile() const {
 }
 
 size_t Plan::activation_bytes() const {
+    size_t total = scratchpad_bytes_;
+    for (size_t bytes : slot_bytes_) total += bytes;
+    return total;
+}
+
+Plan::~Plan() {
+    if (arena_ != nullptr) arena_->detach(this);
+}
+
+void Plan::bind(const std::vector<AlignedBuffer> &slots, const AlignedBuffer &scratchpad) {
+    for (auto &[memory, slot] : bindings_) memory.set_data_handle(const_cast<uint8_t *>(slots[slot].data()));
+    for (dnnl::memory &memory : scratchpad_users_) {
+        memory.set_data_handle(const_cast<uint8_t *>(scratchpad.data()));
+    }
+}
+
+void ActivationArena::attach(Plan *plan, const std::vector<size_t> &slot_bytes, size_t scratchpad_bytes) {
+    bool grown = false;
+    if (slots_.size() < slot_bytes.size()) slots_.resize(slot_bytes.size());
+    for (size_t i = 0; i < slot_bytes.size(); ++i) {
+        if (slots_[i].size() < slot_bytes[i]) {
+            slots_[i].resize(slot_bytes[i]);
+            grown = true;
+        }
+    }
+    if (scratchpad_.size() < scratchpad_bytes) {
+        scratchpad_.resize(scratchpad_bytes);
+        grown = true;
+    }
+    plans_.push_back(plan);
+    plan->arena_ = this;
+    if (grown) {
+        for (Plan *p : plans_) p->bind(slots_, scratchpad_);
+    } else {
+        plan->bind(slots_, scratchpad_);
+    }
+}
+
+void ActivationArena::detach(Plan *plan) {
+    plans_.erase(std::remove(plans_.begin(), plans_.end(), plan), plans_.end());
+}
+
+size_t ActivationArena::bytes() const {
     size_t total = scratchpad_.size();
     for (const AlignedBuffer &slot : slots_) total += slot.size();
     return total;
@@ -173,11 +217,17 @@ void PlanBuilder::observe(const FeatureMap &map) {
 }
 
 void PlanBuilder::finalize() {
-    plan_->slots_.clear();
-    for (const Slot &slot : slots_) plan_->slots_.emplace_back(slot.capacity);
-    for (auto &[memory, slot] : bindings_) memory.set_data_handle(plan_->slots_[slot].data());
-    plan_->scratchpad_.resize(scratchpad_bytes_);
-    for (dnnl::memory &memory : scratchpad_users_) memory.set_data_handle(plan_->scratchpad_.data());
+    plan_->bindings_ = bindings_;
+    plan_->scratchpad_users_ = scratchpad_users_;
+    plan_->slot_bytes_.clear();
+    for (const Slot &slot : slots_) plan_->slot_bytes_.push_back(slot.capacity);
+    plan_->scratchpad_bytes_ = scratchpad_bytes_;
+    ActivationArena *arena = arena_;
+    if (arena == nullptr) {
+        plan_->own_arena_ = std::make_unique<ActivationArena>();
+        arena = plan_->own_arena_.get();
+    }
+    arena->attach(plan_, plan_->slot_bytes_, scratchpad_bytes_);
 }
 
 }  // namespace qdet

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <functional>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -57,15 +58,41 @@ struct FeatureMap {
 // Receives named activations while a plan runs (calibration, debugging).
 using ActivationObserver = std::function<void(const FeatureMap &)>;
 
+class Plan;
+
+// The activation buffers of a detector's plans. Only one plan runs at a
+// time, so plans for different input sizes share the buffers: slot i of
+// every plan is buffer i, as large as the largest plan needs. When a new
+// plan needs more, the buffers grow and every plan is rebound.
+class ActivationArena {
+public:
+    ActivationArena() = default;
+    ActivationArena(const ActivationArena &) = delete;
+    ActivationArena &operator=(const ActivationArena &) = delete;
+
+    // Grows the buffers to at least these sizes and binds `plan` to them.
+    void attach(Plan *plan, const std::vector<size_t> &slot_bytes, size_t scratchpad_bytes);
+    void detach(Plan *plan);
+    size_t bytes() const;
+
+private:
+    std::vector<AlignedBuffer> slots_;
+    AlignedBuffer scratchpad_;
+    std::vector<Plan *> plans_;
+};
+
 class Plan {
 public:
     Plan() = default;
+    ~Plan();
     Plan(const Plan &) = delete;
     Plan &operator=(const Plan &) = delete;
 
     // Executes the steps in order, adding each step's time to its stage.
     void run(dnnl::stream &stream, StageTimes *times, const ActivationObserver *observer = nullptr);
 
+    // Bytes of activation buffers this plan needs (shared with other plans
+    // of the same arena).
     size_t activation_bytes() const;
     size_t step_count() const { return steps_.size(); }
 
@@ -81,6 +108,10 @@ public:
 
 private:
     friend class PlanBuilder;
+    friend class ActivationArena;
+    // Points every tensor and scratchpad at the arena's buffers.
+    void bind(const std::vector<AlignedBuffer> &slots, const AlignedBuffer &scratchpad);
+
     struct Step {
         Stage stage;
         std::string label;
@@ -93,13 +124,19 @@ private:
     std::vector<double> step_ms_;
     int profiled_runs_ = 0;
     bool profiling_ = false;
-    std::vector<AlignedBuffer> slots_;
-    AlignedBuffer scratchpad_;
+    std::vector<std::pair<dnnl::memory, int>> bindings_;  // tensor memory -> slot
+    std::vector<dnnl::memory> scratchpad_users_;
+    std::vector<size_t> slot_bytes_;
+    size_t scratchpad_bytes_ = 0;
+    ActivationArena *arena_ = nullptr;
+    std::unique_ptr<ActivationArena> own_arena_;  // when built without a shared arena
 };
 
 class PlanBuilder {
 public:
-    PlanBuilder(const dnnl::engine &engine, Plan *plan) : engine_(engine), plan_(plan) {}
+    // Without `arena`, the plan gets buffers of its own.
+    PlanBuilder(const dnnl::engine &engine, Plan *plan, ActivationArena *arena = nullptr)
+        : engine_(engine), plan_(plan), arena_(arena) {}
 
     // A new tensor in a free slot (or a new one).
     FeatureMap allocate(const std::string &name, int channels, int height, int width, DType dtype, Layout layout,
@@ -118,7 +155,7 @@ public:
     // Reports `map` to the run's observer after the last step added so far.
     void observe(const FeatureMap &map);
 
-    // Allocates the slots and the scratchpad and binds every tensor to them.
+    // Sizes the arena's buffers for this plan and binds every tensor to them.
     void finalize();
 
     const dnnl::engine &engine() const { return engine_; }
@@ -132,6 +169,7 @@ private:
 
     dnnl::engine engine_;
     Plan *plan_;
+    ActivationArena *arena_;
     std::vector<Slot> slots_;
     std::vector<std::pair<dnnl::memory, int>> bindings_;  // memory -> slot
     std::vector<dnnl::memory> scratchpad_users_;

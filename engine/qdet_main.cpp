@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -130,11 +131,18 @@ int qdet_main(int argc, char **argv) {
     const std::string weights = cli.require("weights");
     if (!cli.has("serve") && cli.positional().empty()) fail(ErrorKind::usage, "no image given (see --help)");
 
+    // The file image is released once the detector holds its layers.
     auto start = std::chrono::steady_clock::now();
-    const WeightFile file = WeightFile::read(weights);
-    Detector detector(file, options);
+    uint64_t file_size = 0;
+    std::unique_ptr<Detector> loaded;
+    {
+        const WeightFile file = WeightFile::read(weights);
+        file_size = file.file_size();
+        loaded = std::make_unique<Detector>(file, options);
+    }
+    Detector &detector = *loaded;
     const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (cli.has("serve")) return serve(detector, load_ms, file.file_size());
+    if (cli.has("serve")) return serve(detector, load_ms, file_size);
 
     const int profile_runs = cli.get_int("profile", 0, 100000);
     json all = json::array();

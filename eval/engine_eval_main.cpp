@@ -223,15 +223,18 @@ int engine_eval_main(int argc, char **argv) {
 
     // Load every precision, then warm up: plans for the first image's size,
     // box-head primitives for every proposal count, and a few untimed runs.
-    const WeightFile file = WeightFile::read(weights);
     std::vector<Run> runs(precisions.size());
-    for (size_t r = 0; r < precisions.size(); ++r) {
-        auto start = std::chrono::steady_clock::now();
-        runs[r].precision = precisions[r];
-        DetectorOptions detector_options;
-        detector_options.precision = precisions[r];
-        runs[r].detector = std::make_unique<Detector>(file, detector_options);
-        runs[r].load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    {
+        const WeightFile file = WeightFile::read(weights);  // released once every detector holds its layers
+        for (size_t r = 0; r < precisions.size(); ++r) {
+            auto start = std::chrono::steady_clock::now();
+            runs[r].precision = precisions[r];
+            DetectorOptions detector_options;
+            detector_options.precision = precisions[r];
+            runs[r].detector = std::make_unique<Detector>(file, detector_options);
+            runs[r].load_ms =
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        }
     }
     for (Run &run : runs) {
         run.detector->warm_up(all.images[0].height > 0 ? all.images[0].height : 640,

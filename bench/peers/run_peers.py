@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Compare qdet with torchvision and ONNX Runtime on the same images, machine and thread count.
 
-Prepares each system's model file and times these one-off costs. Decodes the first N images
-of the road-cars eval set once and starts one persistent worker per system. After a warm-up,
+Prepares each system's model file and times these one-off costs. Decodes N images spread
+evenly over the road-cars eval set once and starts one persistent worker per system. After a warm-up,
 every image runs through every system in turn, and the starting system rotates per image.
 Writes <out>/peers.md and <out>/peers.json and prints the table. See README.md in this folder.
 
@@ -231,14 +231,24 @@ def tail(path, lines=15):
 # Images
 
 def load_image_list(annotations_path, count):
-    """Return the first count images of the annotations, in annotation order."""
+    """Return count images spread evenly over the annotations' image list, with their annotations.
+
+    The eval set holds highway photos first and fog photos after them, at other sizes and with more
+    proposals; an even spread times both kinds in their proportions.
+    """
     try:
-        images = json.loads(Path(annotations_path).read_text(encoding="utf-8"))["images"]
+        dataset = json.loads(Path(annotations_path).read_text(encoding="utf-8"))
+        images = dataset["images"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise tvm.InputError(f"{annotations_path}: cannot read the COCO image list: {error}") from None
     if count > len(images):
         raise tvm.InputError(f"--images {count} is more than the {len(images)} images in {annotations_path}")
-    return images[:count]
+    chosen = [images[index * len(images) // count] for index in range(count)]
+    ids = {image["id"] for image in chosen}
+    subset = dict(dataset)
+    subset["images"] = chosen
+    subset["annotations"] = [a for a in dataset.get("annotations", []) if a.get("image_id") in ids]
+    return chosen, subset
 
 
 def decode_images(images, paths):
@@ -389,8 +399,13 @@ def warm_up(worker, images, count):
     log.info("%s warmed up", worker.system)
 
 
-def timed_loop(workers, images, paths):
-    """Run every image through every worker, rotating which worker goes first."""
+def timed_loop(workers, images, paths, settle_ms):
+    """Run every image through every worker, rotating which worker goes first.
+
+    Waits settle_ms before each request: OpenMP and ONNX Runtime threads keep spinning for a
+    while after their work ends, and without the pause they would steal the cores from the
+    next system's run.
+    """
     order = list(workers)
     for system in order:
         folder = paths.detections / system
@@ -401,6 +416,7 @@ def timed_loop(workers, images, paths):
         shift = index % len(order)
         for system in order[shift:] + order[:shift]:
             worker = workers[system]
+            time.sleep(settle_ms / 1000.0)
             result = worker.run(image, dump=paths.detections / system / f"{image['stem']}.json")
             worker.times_ms.append(float(result["ms"]))
             if "stages" in result:
@@ -412,12 +428,12 @@ def timed_loop(workers, images, paths):
 # ---------------------------------------------------------------------------
 # Scoring and report
 
-def score(system, paths, count):
+def score(system, paths, subset_annotations):
     """Score a system's dumps with engine_eval and return car AP50 (the first scored class)."""
     report_path = paths.eval_reports / f"{system}.json"
     log_path = paths.logs / f"eval_{system}.log"
-    command = [str(paths.tool("engine_eval")), "--gt", str(paths.annotations),
-               "--detections", str(paths.detections / system), "--limit", str(count),
+    command = [str(paths.tool("engine_eval")), "--gt", str(subset_annotations),
+               "--detections", str(paths.detections / system),
                "--report", str(report_path), "--quiet"]
     with open(log_path, "w", encoding="utf-8") as log_file:
         result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
@@ -539,7 +555,7 @@ def parse_args(argv):
                     "count, one run, interleaved. Writes OUT/peers.md and OUT/peers.json.",
     )
     parser.add_argument("--images", type=int, default=None, metavar="N",
-                        help="time the first N images of the eval set, in annotation order (default: 50; "
+                        help="time N images spread evenly over the eval set (default: 50; "
                              f"{QUICK_IMAGES} with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: {QUICK_IMAGES} images, {QUICK_WARMUP} warm-up image, calibration on "
@@ -550,6 +566,9 @@ def parse_args(argv):
                              "(default: all that can run here)")
     parser.add_argument("--warmup", type=int, default=None, metavar="W",
                         help=f"untimed images per system before timing (default: 3; {QUICK_WARMUP} with --quick)")
+    parser.add_argument("--settle-ms", type=int, default=200, metavar="MS",
+                        help="pause before each timed request, so that the previous system's spinning threads "
+                             "go idle (default: 200)")
     parser.add_argument("--build", type=Path, default=REPO_DIR / "build", metavar="DIR",
                         help="qdet build directory (default: <repo>/build)")
     parser.add_argument("--out", type=Path, default=REPO_DIR / "build" / "peers", metavar="DIR",
@@ -588,7 +607,9 @@ def run(args, argv):
     for folder in (paths.out, paths.artifacts, paths.logs, paths.eval_reports):
         folder.mkdir(parents=True, exist_ok=True)
 
-    images = load_image_list(paths.annotations, args.images)
+    images, subset = load_image_list(paths.annotations, args.images)
+    subset_annotations = paths.out / "annotations_subset.json"
+    tvm.write_file_atomically(subset_annotations, [json.dumps(subset).encode("utf-8")])
     load_at_start = load_average()
     if load_at_start is not None and load_at_start > 0.5:
         log.warning("the 1-minute load average is %.2f before the run: other processes compete for the CPU, "
@@ -610,7 +631,7 @@ def run(args, argv):
             worker.wait_ready()
         for worker in workers.values():
             warm_up(worker, decoded, args.warmup)
-        timed_loop(workers, decoded, paths)
+        timed_loop(workers, decoded, paths, args.settle_ms)
         for worker in workers.values():
             worker.quit()
     finally:
@@ -619,7 +640,7 @@ def run(args, argv):
 
     ap50 = {}
     for system in systems:
-        ap50[system] = score(system, paths, len(decoded))
+        ap50[system] = score(system, paths, subset_annotations)
     reference_median = statistics.median(workers[REFERENCE_SYSTEM].times_ms) if REFERENCE_SYSTEM in workers else None
     rows = [system_row(system, workers[system], ap50[system], paths, artifacts, reference_median)
             for system in systems]
