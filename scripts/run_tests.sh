@@ -4,6 +4,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 "$repo/scripts/install_deps.sh"
+"$repo/scripts/install_node_deps.sh"
 "$repo/scripts/build.sh" "$repo/build"
 cd "$repo/build"
 ctest --output-on-failure --timeout 1200

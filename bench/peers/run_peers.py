@@ -43,7 +43,7 @@ SYSTEMS = {
     "onnxruntime_fp32": {"kind": "ort", "needs": ["onnx"]},
     "onnxruntime_qdq_int8": {"kind": "ort", "needs": ["onnx_qdq"]},
 }
-REFERENCE_SYSTEM = "qdet_int8"
+DEFAULT_REFERENCE = "qdet_int8"
 
 QUICK_IMAGES = 3
 QUICK_WARMUP = 1
@@ -478,7 +478,7 @@ def system_row(system, worker, ap50, paths, artifacts, reference_median):
         "images_per_s": 1000.0 / statistics.fmean(times),
         "peak_rss_mb": None if worker.peak_rss_bytes is None else worker.peak_rss_bytes / 2**20,
         "car_ap50": ap50,
-        "time_ratio_to_qdet_int8": None if reference_median is None else median / reference_median,
+        "time_ratio_to_reference": None if reference_median is None else median / reference_median,
         "model_file": model.name,
         "model_bytes": worker.ready.get("model_bytes"),
         "load_ms": worker.ready.get("load_ms"),
@@ -520,7 +520,8 @@ def markdown(report):
         f"Untimed warm-up images per system: {report['warmup']}. Times cover RGB bytes in memory to detections in "
         "original image coordinates.",
         "",
-        "| system | median ms | p90 ms | images/s | peak RSS MB | car AP50 | time vs qdet_int8 | model file | "
+        f"| system | median ms | p90 ms | images/s | peak RSS MB | car AP50 | time vs {report['reference_system']} | "
+        "model file | "
         "model MB | load ms |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
@@ -529,7 +530,7 @@ def markdown(report):
         lines.append(
             f"| {row['system']} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | {row['images_per_s']:.2f} | "
             f"{format_number(row['peak_rss_mb'], 0)} | {format_number(row['car_ap50'], 3)} | "
-            f"{format_number(row['time_ratio_to_qdet_int8'], 2)} | {row['model_file']} | "
+            f"{format_number(row['time_ratio_to_reference'], 2)} | {row['model_file']} | "
             f"{format_number(model_mb, 1)} | {format_number(row['load_ms'], 0)} |")
     costs = report["one_off_costs_s"]
     reused = [name for name, entry in report["artifacts"].items() if entry.get("reused")]
@@ -566,6 +567,9 @@ def parse_args(argv):
                              "(default: all that can run here)")
     parser.add_argument("--warmup", type=int, default=None, metavar="W",
                         help=f"untimed images per system before timing (default: 3; {QUICK_WARMUP} with --quick)")
+    parser.add_argument("--reference", metavar="SYSTEM",
+                        help="system whose median the ratio column divides by (default: qdet_int8 when it runs, "
+                             "else the first system)")
     parser.add_argument("--settle-ms", type=int, default=200, metavar="MS",
                         help="pause before each timed request, so that the previous system's spinning threads "
                              "go idle (default: 200)")
@@ -641,7 +645,10 @@ def run(args, argv):
     ap50 = {}
     for system in systems:
         ap50[system] = score(system, paths, subset_annotations)
-    reference_median = statistics.median(workers[REFERENCE_SYSTEM].times_ms) if REFERENCE_SYSTEM in workers else None
+    reference = args.reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in workers else next(iter(workers)))
+    if reference not in workers:
+        raise HarnessError(f"--reference {reference} is not one of the systems run: {', '.join(workers)}")
+    reference_median = statistics.median(workers[reference].times_ms)
     rows = [system_row(system, workers[system], ap50[system], paths, artifacts, reference_median)
             for system in systems]
 
@@ -664,6 +671,7 @@ def run(args, argv):
         },
         "calibration_images": calib_limit or len(tvm.list_images(paths.calib_images)),
         "artifacts": artifacts.used,
+        "reference_system": reference,
         "systems": rows,
     }
     tvm.write_json_atomically(paths.out / "peers.json", report, indent=1)
