@@ -4,6 +4,7 @@
 #   convert   the FP32 qdet weight file
 #   calibrate the INT8 qdet weight file, calibrated on a few calibration images
 #   parity    torchvision's intermediate tensors and detections for parity images
+#   parity320 the same for the 320_fpn variant, with its FP32 qdet weight file
 # usage: make_test_data.sh STEP OUT_DIR BIN_DIR
 # The data directory is $QDET_DATA_DIR, or ../shared beside the repository.
 set -euo pipefail
@@ -48,6 +49,21 @@ case "$step" in
       --checkpoint "$data/models/roadcars_frcnn_mbv3.pth" \
       --config "$data/models/roadcars_frcnn_mbv3.json" \
       "${images[@]}" --out "$out/parity"
+    ;;
+  parity320)
+    "$python" "$repo/weights/export_torchvision.py" \
+      --checkpoint "$data/models/roadcars_frcnn_mbv3.pth" \
+      --config "$data/models/roadcars_frcnn_mbv3.json" \
+      --variant 320_fpn --out "$out/roadcars_320_fpn.safetensors"
+    "$bin/convert" --weights "$out/roadcars_320_fpn.safetensors" --out "$out/roadcars_320_fpn_fp32.qdet"
+    images=()
+    for name in eval_0002 eval_0254 eval_0300; do
+      images+=(--image "$data/datasets/roadcars/eval/images/$name.jpg")
+    done
+    "$python" "$repo/tests/parity/make_reference.py" \
+      --checkpoint "$data/models/roadcars_frcnn_mbv3.pth" \
+      --config "$data/models/roadcars_frcnn_mbv3.json" \
+      --variant 320_fpn "${images[@]}" --out "$out/parity_320_fpn"
     ;;
   *)
     echo "make_test_data.sh: unknown step '$step'" >&2

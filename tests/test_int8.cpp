@@ -59,6 +59,35 @@ TEST_CASE("int8 finds the cars fp32 finds") {
     CHECK(found >= 0.95 * reference);
 }
 
+TEST_CASE("detector handles images without objects") {
+    // A flat image gives no proposals above the RPN's score threshold, so
+    // the box head runs on nothing; odd sizes exercise resize and padding.
+    set_thread_count(2);
+    const WeightFile file = WeightFile::read(int8_model());
+    struct Case {
+        const char *name;
+        int width, height;
+    };
+    const Case cases[] = {{"flat 640x480", 640, 480}, {"one pixel", 1, 1}, {"thin strip", 3000, 20}};
+    for (const Precision precision : {Precision::fp32, Precision::int8}) {
+        DetectorOptions options;
+        options.precision = precision;
+        Detector detector(file, options);
+        for (const Case &c : cases) {
+            INFO(precision_name(precision) << ", " << c.name);
+            Image image;
+            image.width = c.width;
+            image.height = c.height;
+            image.rgb.assign(static_cast<size_t>(c.width) * c.height * 3, 128);
+            DetectionTrace trace;
+            const std::vector<Detection> detections = detector.detect(image, nullptr, &trace);
+            CHECK(detections.empty());
+            CHECK(trace.geometry.padded.height % 32 == 0);
+            CHECK(trace.geometry.padded.width % 32 == 0);
+        }
+    }
+}
+
 TEST_CASE("int8 weights are a quarter of fp32") {
     const WeightFile file = WeightFile::read(int8_model());
     uint64_t fp32_weights = 0;

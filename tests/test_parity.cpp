@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "converter/safetensors.h"
@@ -69,17 +71,44 @@ struct ParityCase {
     SafetensorsFile reference;
 };
 
-std::vector<std::string> reference_files() {
-    const std::string dir = test::test_data_dir() + "/parity";
-    const auto index = nlohmann::json::parse(test::read_bytes(dir + "/index.json"));
+// One reference set: torchvision's outputs for a variant, and qdet's FP32
+// weight file of that variant.
+struct ReferenceSet {
+    std::string dir;
+    std::string weights;
+};
+
+const std::vector<ReferenceSet> &reference_sets() {
+    static const std::vector<ReferenceSet> sets = {
+        {test::test_data_dir() + "/parity", test::test_data_dir() + "/roadcars_fp32.qdet"},
+        {test::test_data_dir() + "/parity_320_fpn", test::test_data_dir() + "/roadcars_320_fpn_fp32.qdet"},
+    };
+    return sets;
+}
+
+std::vector<std::string> reference_files(const ReferenceSet &set) {
+    const auto index = nlohmann::json::parse(test::read_bytes(set.dir + "/index.json"));
     std::vector<std::string> files;
-    for (const auto &entry : index.at("files")) files.push_back(dir + "/" + entry.at("file").get<std::string>());
+    for (const auto &entry : index.at("files")) files.push_back(set.dir + "/" + entry.at("file").get<std::string>());
     return files;
 }
 
-Detector &fp32_detector() {
-    static Detector detector(test::test_data_dir() + "/roadcars_fp32.qdet", DetectorOptions{});
-    return detector;
+Detector &fp32_detector(const ReferenceSet &set) {
+    static std::map<std::string, std::unique_ptr<Detector>> detectors;
+    auto &detector = detectors[set.weights];
+    if (!detector) detector = std::make_unique<Detector>(set.weights, DetectorOptions{});
+    return *detector;
+}
+
+// Calls body(reference, detector) for every reference file of every set.
+template <typename Body>
+void for_each_reference(Body body) {
+    for (const ReferenceSet &set : reference_sets()) {
+        for (const std::string &file : reference_files(set)) {
+            INFO("reference " << file);
+            body(SafetensorsFile::read(file), fp32_detector(set));
+        }
+    }
 }
 
 }  // namespace
@@ -87,17 +116,15 @@ Detector &fp32_detector() {
 TEST_SUITE("parity") {
 
 TEST_CASE("parity reference set covers five images") {
-    const std::vector<std::string> files = reference_files();
+    const std::vector<std::string> files = reference_files(reference_sets()[0]);
     CHECK(files.size() >= 5);
 }
 
 TEST_CASE("parity features and RPN head match torchvision") {
     set_thread_count(2);
-    for (const std::string &file : reference_files()) {
-        INFO("reference " << file);
-        const SafetensorsFile reference = SafetensorsFile::read(file);
+    for_each_reference([](const SafetensorsFile &reference, Detector &detector) {
         DetectionTrace trace;
-        fp32_detector().detect(image_from_reference(reference), nullptr, &trace);
+        detector.detect(image_from_reference(reference), nullptr, &trace);
 
         check_feature(trace, kInputTensor, 0, reference, "transformed");
         check_feature(trace, "backbone.body.13.block.3.0", 0, reference, "body.0");
@@ -105,21 +132,19 @@ TEST_CASE("parity features and RPN head match torchvision") {
         check_feature(trace, "backbone.fpn.layer_blocks.0.0", 0, reference, "fpn.0");
         check_feature(trace, "backbone.fpn.layer_blocks.1.0", 0, reference, "fpn.1");
         check_feature(trace, kFpnPoolTensor, 0, reference, "fpn.pool");
-        const int anchors = fp32_detector().config().anchors_per_location();
+        const int anchors = detector.config().anchors_per_location();
         for (int level = 0; level < kRpnLevels; ++level) {
             check_feature(trace, rpn_output_tensor(level), 0, reference, "rpn.objectness." + std::to_string(level));
             check_feature(trace, rpn_output_tensor(level), anchors, reference, "rpn.deltas." + std::to_string(level));
         }
-    }
+    });
 }
 
 TEST_CASE("parity proposals match torchvision") {
     set_thread_count(2);
-    for (const std::string &file : reference_files()) {
-        INFO("reference " << file);
-        const SafetensorsFile reference = SafetensorsFile::read(file);
+    for_each_reference([](const SafetensorsFile &reference, Detector &detector) {
         DetectionTrace trace;
-        fp32_detector().detect(image_from_reference(reference), nullptr, &trace);
+        detector.detect(image_from_reference(reference), nullptr, &trace);
 
         const HostTensor boxes = reference.f32("rpn.proposals");
         const HostTensor scores = reference.f32("rpn.proposal_scores");
@@ -164,15 +189,13 @@ TEST_CASE("parity proposals match torchvision") {
         const double error = relative_error(ours, theirs.data(), ours.size());
         CAPTURE(error);
         CHECK(error <= kFeatureTolerance);
-    }
+    });
 }
 
 TEST_CASE("parity detections match torchvision") {
     set_thread_count(2);
-    for (const std::string &file : reference_files()) {
-        INFO("reference " << file);
-        const SafetensorsFile reference = SafetensorsFile::read(file);
-        const std::vector<Detection> detections = fp32_detector().detect(image_from_reference(reference));
+    for_each_reference([](const SafetensorsFile &reference, Detector &detector) {
+        const std::vector<Detection> detections = detector.detect(image_from_reference(reference));
 
         const HostTensor boxes = reference.f32("detections.boxes");
         const HostTensor scores = reference.f32("detections.scores");
@@ -205,7 +228,7 @@ TEST_CASE("parity detections match torchvision") {
             INFO("qdet detection " << j << " label " << detections[j].label << " score " << detections[j].score);
             if (!claimed[j]) CHECK(detections[j].score < 0.05f + kDetectionScore);
         }
-    }
+    });
 }
 
 }  // TEST_SUITE
