@@ -1,8 +1,8 @@
 // bench_layers: times every convolution and fully connected layer of the
 // detector in FP32 and INT8, at the shapes one input size produces, with the
-// same oneDNN primitives and layouts the engine uses; and measures the
-// machine's FP32 and INT8 peak so that each layer's speed reads as a
-// fraction of it.
+// same oneDNN primitives and layouts the engine uses. It also measures the
+// machine's FP32 and INT8 peak, so each layer's speed reads as a fraction
+// of it.
 //
 //   build/bench_layers --weights model.qdet [--size 640x640] [--proposals 300]
 #include <immintrin.h>
@@ -164,7 +164,11 @@ Timing time_call(const Call &call, const WeightFile &file, const QuantTable &qua
         dt src_type = dt::f32, dst_type = dt::f32;
         if (int8) {
             src_type = call.input_nonnegative ? dt::u8 : dt::s8;
-            dst_type = f32_output ? dt::f32 : s.activation == Activation::relu ? dt::u8 : dt::s8;
+            if (f32_output) {
+                dst_type = dt::f32;
+            } else {
+                dst_type = s.activation == Activation::relu ? dt::u8 : dt::s8;
+            }
         }
         const tag layout = int8 ? tag::nhwc : tag::nChw16c;
         dnnl::memory::desc src_desc, dst_desc;

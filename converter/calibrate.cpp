@@ -188,9 +188,9 @@ CalibrationResult calibrate_activations(const WeightFile &fp32_file, const std::
     }
 
     // Scales. A dense layer's input is divided by clip^m / wmax^(1 - m) per
-    // channel and then quantized with one step for the whole tensor; a
+    // channel and then quantized with one step for the whole tensor. A
     // depthwise layer's input gets its own step per channel. An all-zero
-    // channel still needs a positive scale; any value works.
+    // channel still needs a positive scale, and any value works.
     for (size_t t = 0; t < result.tensors.size(); ++t) {
         TensorCalibration &tensor = result.tensors[t];
         const float largest = *std::max_element(tensor.clips.begin(), tensor.clips.end());
@@ -240,9 +240,9 @@ void add_int8_weights(WeightFileWriter &writer, const std::vector<FoldedLayer> &
         const int channels = spec.out_channels;
         const int64_t per_channel = layer.weight.numel() / channels;
         // Input channels per group, and weight elements per input channel
-        // within one output channel: k*k for convolutions; for fc6, the
-        // pooled positions of one feature channel (torch flattens RoI
-        // features channel-major).
+        // within one output channel. That is k*k for convolutions. For fc6
+        // it is the pooled positions of one feature channel, because torch
+        // flattens RoI features channel-major.
         const int64_t in_per_group = static_cast<int64_t>(input_scales.size()) / spec.groups;
         const int64_t run = per_channel / in_per_group;
         if (in_per_group * run != per_channel) {

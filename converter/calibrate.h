@@ -1,7 +1,8 @@
-// INT8 calibration: runs the FP32 engine over calibration images, records
-// the distribution of every activation tensor that INT8 quantizes, chooses
-// a clipping threshold per tensor, quantizes the weights per output channel,
-// and measures how far each INT8 tensor ends up from FP32.
+// INT8 calibration. It runs the FP32 engine over calibration images and
+// records the distribution of each channel of every activation tensor that
+// INT8 quantizes. From those it chooses the activation scales, then
+// quantizes the weights per output channel and measures how far each INT8
+// tensor ends up from FP32.
 #pragma once
 
 #include <string>
@@ -19,14 +20,14 @@ struct CalibrationOptions {
     CalibrationMethod method = CalibrationMethod::minmax;
     double percentile = 99.99;  // for CalibrationMethod::percentile
     int bins = 512;             // histogram bins per channel
-    // How per-channel ranges of a dense layer's input (a convolution that
-    // is not depthwise, or a linear layer) split between the activation and
-    // the folded weights, as in SmoothQuant: channel c of the input is
-    // divided by clip[c]^m / wmax[c]^(1 - m), with wmax[c] the largest
-    // weight the layer applies to it. 1 gives every channel its own range
-    // and leaves all the spread in the folded weights; 0 equalizes the
-    // weights' columns instead. Depthwise inputs always use 1 (their
-    // folding is exact).
+    // How the per-channel ranges of a dense layer's input (a convolution
+    // that is not depthwise, or a linear layer) split between the activation
+    // and the folded weights, as in SmoothQuant. Channel c of the input is
+    // divided by clip[c]^m / wmax[c]^(1 - m), where wmax[c] is the largest
+    // weight the layer applies to it. With 1 every channel keeps its own
+    // range and all the spread goes into the folded weights; 0 equalizes
+    // the weights' columns instead. Depthwise inputs always use 1, because
+    // their folding is exact.
     double migration = 0.5;
     std::vector<std::string> keep_fp32;  // layer names run in FP32 in INT8 mode
     bool show_progress = true;

@@ -17,7 +17,7 @@ struct FoldedLayer {
     HostTensor bias;    // f32 [out_channels]
 };
 
-// Checks that the export holds exactly the tensors the architecture needs,
+// Checks that the export contains exactly the tensors the architecture needs,
 // with the right shapes, and folds BatchNorm:
 //   w' = w * gamma / sqrt(var + eps),  b' = beta - mean * gamma / sqrt(var + eps)
 // computed in float32 as FrozenBatchNorm2d computes its scale. Throws

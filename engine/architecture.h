@@ -84,8 +84,8 @@ std::vector<LayerSpec> detector_layers(const ModelConfig &config);
 bool is_squeeze_excitation_layer(const std::string &name);
 
 // The INT8 data flow, for calibration. INT8 activations have one scale per
-// channel; the converter folds each layer's input scales into that layer's
-// INT8 weights, so every layer needs to know which tensor it reads.
+// channel, and the converter folds each layer's input scales into that
+// layer's INT8 weights. So every layer needs to know which tensor it reads.
 struct LayerInput {
     std::string layer;
     std::string input;  // the tensor the layer reads
@@ -97,10 +97,12 @@ std::vector<LayerInput> layer_inputs(const ModelConfig &config);
 // name ("backbone.body.5") when it adds a residual, else its projection's.
 std::string block_output_tensor(int block);
 
-// Tensors that must carry the same per-channel scales: the two FPN inner
-// tensors (the lateral sum is fused into a convolution, and a fused sum has
-// one scale), the FPN outputs and the RoI features (one set of RPN and fc6
-// weights reads them all), and the RPN head's three levels.
+// Groups of tensors that must carry the same per-channel scales:
+// - the two FPN inner tensors, because their sum is fused into a
+//   convolution and a fused sum has one scale;
+// - the FPN outputs and the RoI features, because one set of RPN weights
+//   and one set of fc6 weights read them all;
+// - the RPN head's three levels, for the same reason.
 std::vector<std::vector<std::string>> shared_scale_groups(const ModelConfig &config);
 
 }  // namespace qdet

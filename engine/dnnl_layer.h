@@ -1,6 +1,6 @@
 // A convolution or linear layer on oneDNN primitives. Weights are reordered
-// into the layout each primitive picks once, when the primitive is prepared,
-// and cached by layout; nothing is allocated when the primitive runs.
+// once, into the layout each primitive picks when it is prepared, and cached
+// by layout. Nothing is allocated when the primitive runs.
 //
 // FP32: dst = post_ops(conv(src, w) + b).
 // INT8: src, weights and dst are quantized (real = scale * q), the weights
@@ -43,8 +43,8 @@ struct PreparedPrimitive {
 };
 
 // What a layer writes: the type, layout and per-channel scales of its
-// output, or the existing tensor it adds its result to (a residual
-// connection; its scales must be proportional to `scales`).
+// output. With `accumulate`, the layer adds its result to that existing
+// tensor (a fused sum), whose scales must be proportional to `scales`.
 struct LayerOutput {
     DType dtype = DType::f32;
     Layout layout = Layout::nhwc;

@@ -38,7 +38,7 @@ public:
     // `fp32_layout` is the activation layout of FP32 layers (nChw16c or nhwc);
     // INT8 activations are always nhwc.
     // `observe_residual_branches` (FP32 only) computes residual sums in a
-    // separate step so that calibration sees each block's branch alone.
+    // separate step, so that calibration observes each block's branch alone.
     FeatureNetwork(const WeightFile &file, Precision precision, const QuantTable &quant, const dnnl::engine &engine,
                    Layout fp32_layout, bool observe_residual_branches = false);
     ~FeatureNetwork();

@@ -26,9 +26,9 @@
 namespace qdet {
 namespace {
 
-// OpenCV reports a failed decode with an empty matrix and no reason; stb_image
-// can name the problem ("bad huffman code", "unknown marker") for the formats
-// it knows, which makes the error message useful.
+// OpenCV reports a failed decode with an empty matrix and no reason.
+// stb_image can name the problem ("bad huffman code", "unknown marker") for
+// JPEG, PNG and BMP, so it supplies the reason in the error message.
 std::string decode_failure_reason(const uint8_t *data, size_t size) {
     int width = 0, height = 0, channels = 0;
     if (size > static_cast<size_t>(INT32_MAX)) return "the file is too large";

@@ -20,7 +20,7 @@ Image read_image(const std::string &path);
 
 // Paths of the image files of `dir` (by extension: jpg, jpeg, png, bmp, tif,
 // tiff, webp; any case), sorted by name, not recursive. Throws Error(input)
-// when `dir` is missing, is not a directory or holds no image files.
+// when `dir` is missing, is not a directory or contains no image files.
 std::vector<std::string> list_image_files(const std::string &dir);
 
 // Decodes an image held in memory; `name` is used in error messages.

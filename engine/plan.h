@@ -40,7 +40,8 @@ struct FeatureMap {
     int width = 0;
     DType dtype = DType::f32;
     Layout layout = Layout::nchw;
-    // Quantized types: channel c holds scales[c] * q. Empty for f32.
+    // Quantized types: the real value of channel c is scales[c] * q.
+    // Empty for f32.
     std::vector<float> scales;
     // Set when every value is >= 0 (a ReLU output), in every precision;
     // INT8 stores such tensors as u8, the others as s8.

@@ -16,8 +16,8 @@ namespace {
 
 using tag = dnnl::memory::format_tag;
 
-// Proposal counts are padded to a multiple of this so that a few primitives
-// serve every count; padded rows are zero and their outputs are ignored.
+// Proposal counts are padded to a multiple of this, so that a few primitives
+// serve every count. Padded rows are zero and their outputs are ignored.
 constexpr int kRowGranularity = 32;
 
 int padded_rows(int rows) { return std::max(1, (rows + kRowGranularity - 1) / kRowGranularity) * kRowGranularity; }

@@ -27,10 +27,10 @@ class ProposalGenerator {
 public:
     explicit ProposalGenerator(const ModelConfig &config);
 
-    // `padded` is the size of the batched image tensor (anchor strides are
-    // computed from it, as torchvision does); `image` the resized size
-    // (boxes are clipped to it). Fills proposals and their sigmoid scores,
-    // sorted by descending score.
+    // Fills proposals and their sigmoid scores, sorted by descending score.
+    // `padded` is the size of the batched image tensor, from which anchor
+    // strides are computed as torchvision does. `image` is the resized size,
+    // to which boxes are clipped.
     void generate(const std::vector<RpnLevelOutput> &levels, ImageSize padded, ImageSize image,
                   std::vector<Box> *proposals, std::vector<float> *scores);
 

@@ -1,6 +1,6 @@
 // engine_eval: runs qdet over a COCO-annotated image set in one or both
-// precisions and reports detection metrics and latency side by side; or
-// scores detection files written by any system (--detections).
+// precisions and reports detection metrics and latency side by side. With
+// --detections it scores detection files written by any system instead.
 #include <algorithm>
 #include <chrono>
 #include <cmath>

@@ -18,7 +18,7 @@ struct BoxCoderParams {
     float clip;                    // upper bound of dw and dh before exp, log(1000 / 16)
 };
 
-// Decodes one box: `deltas` holds dx, dy, dw, dh for `reference`.
+// Decodes one box: `deltas` are dx, dy, dw, dh relative to `reference`.
 Box decode_box(const Box &reference, const float *deltas, const BoxCoderParams &params);
 
 // Clamps x to [0, width] and y to [0, height].

@@ -16,7 +16,7 @@ std::vector<int32_t> nms(const std::vector<Box> &boxes, const std::vector<float>
 // NMS applied separately per value of `groups` (class or level). Like
 // torchvision 0.14 on CPU, it shifts each group's boxes apart by a
 // group-dependent offset and runs one NMS when there are at most 1000 boxes,
-// and runs one NMS per group otherwise; the offsets change float rounding, so
+// and runs one NMS per group otherwise. The offsets change float rounding, so
 // the two paths can differ for boxes near the threshold. Returns kept indices
 // sorted by descending score.
 std::vector<int32_t> batched_nms(const std::vector<Box> &boxes, const std::vector<float> &scores,

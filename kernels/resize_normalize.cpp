@@ -37,8 +37,8 @@ LinearResizeAxis linear_resize_axis(int in_size, int out_size) {
 
 namespace {
 
-// normalized[c][byte] = (byte / 255 - mean[c]) / std[c], computed as torch
-// computes it from the float tensor, so values match bit for bit.
+// normalized[c][byte] = (byte / 255 - mean[c]) / std[c], with the float
+// operations torch applies to the float tensor, so the values are equal.
 std::array<std::array<float, 256>, 3> normalize_table(const NormalizeParams &params) {
     std::array<std::array<float, 256>, 3> table{};
     for (int c = 0; c < 3; ++c) {

@@ -35,7 +35,7 @@ void roi_align_samples(const Box &roi, int height, int width, const RoiAlignPara
 void roi_align(const FeatureView<const float> &input, const std::vector<Box> &rois, const RoiAlignParams &params,
                float *output);
 
-// INT8: channel c of the input holds in_scales[c] * q; the output is
+// INT8: the real value of input channel c is in_scales[c] * q. The output is
 // quantized with out_scales[c], in the same layout as the FP32 version.
 void roi_align(const FeatureView<const int8_t> &input, const float *in_scales, const std::vector<Box> &rois,
                const RoiAlignParams &params, const float *out_scales, int8_t *output);

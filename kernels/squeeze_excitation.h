@@ -2,8 +2,8 @@
 //   scale = hardsigmoid(fc2(relu(fc1(mean over H, W of x))))
 //   out   = scale[c] * x[c]
 // The two 1x1 convolutions act on one vector per image, so they run here as
-// small matrix-vector products in FP32 in every precision; oneDNN primitives
-// would cost more to call than to compute.
+// small matrix-vector products in FP32 in every precision. oneDNN
+// primitives would cost more to call than to compute.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +27,7 @@ struct SqueezeExcitationWeights {
     const float *fc2_bias = nullptr;
 };
 
-// Computes the per-channel scales from the channel means. `scratch` holds
+// Computes the per-channel scales from the channel means. `scratch` has room for
 // squeeze_channels floats.
 void excitation_scales(const SqueezeExcitationWeights &w, const float *means, float *scratch, float *scales);
 

@@ -124,6 +124,7 @@ TEST_CASE("engine rejects damaged weight files") {
     const std::string dir = test::make_temp_dir("qdet-weights");
     const std::string image = test::data_dir() + "/datasets/roadcars/eval/images/eval_0001.jpg";
     const std::string good = test::read_bytes(fp32_model());
+
     struct Case {
         const char *name;
         std::string bytes;
@@ -145,6 +146,7 @@ TEST_CASE("engine rejects damaged weight files") {
         {"truncated", good.substr(0, good.size() / 3), "truncated or damaged"},
         {"empty", std::string(), "magic bytes are missing"},
     };
+
     for (const Case &c : cases) {
         const std::string path = dir + "/" + c.name + ".qdet";
         test::write_bytes(path, c.bytes);

@@ -563,7 +563,7 @@ TEST_CASE("dnnl layer int8 scaled within one step") {
             const double overall = *std::max_element(largest.begin(), largest.end());
             REQUIRE(overall > 0.0);
             // One scale per output channel, each mapping that channel's largest
-            // value to range_steps; a fused residual sum has a single sum
+            // value to range_steps. A fused residual sum has a single sum
             // scale, so those cases use one scale for every channel.
             std::vector<float> dst_scales;
             if (d.type != dt::f32) {

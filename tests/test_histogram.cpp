@@ -1,5 +1,5 @@
 // Calibration histograms and the clipping rules chosen from them, on
-// distributions whose answer is known.
+// distributions with known thresholds.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -110,8 +110,9 @@ TEST_CASE("histogram mse clip has the least error") {
 
 TEST_CASE("histogram mse clip of a uniform range") {
     // Values spread evenly over [0, 1]: clipping the top costs more than the
-    // finer rounding gains, so the best threshold lies within 1% of the top
-    // (0.997 analytically; the histogram's bin centres move it by a bin).
+    // finer rounding gains, so the best threshold lies within 1% of the top.
+    // Analytically it is 0.997, and the histogram's bin centres move it by a
+    // bin.
     MagnitudeHistogram histogram(256);
     std::vector<float> values(25600);
     for (size_t i = 0; i < values.size(); ++i) values[i] = (static_cast<float>(i) + 0.5f) / values.size();

@@ -1,5 +1,5 @@
 // engine_eval, convert --calib and qdet on bad input, run as a user runs
-// them: every failure names the file and the problem and exits non-zero; a
+// them. Every failure names the file and the problem and exits non-zero. A
 // bad image in a data set is reported and counted, not a crash.
 #include <doctest/doctest.h>
 
@@ -18,7 +18,6 @@ std::string tool(const std::string &name) { return test::bin_dir() + "/" + name;
 std::string eval_images() { return test::data_dir() + "/datasets/roadcars/eval/images"; }
 std::string eval_annotations() { return test::data_dir() + "/datasets/roadcars/eval/annotations.json"; }
 std::string fp32_model() { return test::test_data_dir() + "/roadcars_fp32.qdet"; }
-std::string int8_model() { return test::test_data_dir() + "/roadcars_int8.qdet"; }
 
 // A small COCO data set: the first `count` eval images, linked into `dir`.
 json small_dataset(const std::string &dir, int count) {
