@@ -14,8 +14,10 @@ Runs with Debian's /usr/bin/python3 (torch 1.13, torchvision 0.14).
 
 import inspect
 import json
+import logging
 import os
 import pickle
+import sys
 import tempfile
 from pathlib import Path
 
@@ -77,6 +79,25 @@ class OutputError(ToolError):
 
 # ---------------------------------------------------------------------------
 # Locations
+
+# Exit codes shared with qdet's C++ tools (see the README).
+EXIT_INPUT_ERROR = 3
+
+
+def run_cli(program, run, args):
+    """Run a command-line tool's body and return its exit code.
+
+    Expected failures (ToolError, OSError) print one line naming the program and exit with the
+    input-error code, without a traceback.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    try:
+        run(args)
+    except (ToolError, OSError) as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    return 0
+
 
 def repo_dir():
     """Return the repository root (the parent of weights/)."""

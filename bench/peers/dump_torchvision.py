@@ -123,17 +123,7 @@ def run(args):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    args = parse_args(argv)
-    try:
-        run(args)
-    except tvm.ToolError as error:
-        print(f"dump_torchvision: error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"dump_torchvision: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return tvm.run_cli("dump_torchvision", run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -250,17 +250,7 @@ def run(args):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    args = parse_args(argv)
-    try:
-        run(args)
-    except tvm.ToolError as error:
-        print(f"make_reference: error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"make_reference: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return tvm.run_cli("make_reference", run, parse_args(argv))
 
 
 if __name__ == "__main__":
