@@ -42,8 +42,8 @@ int convert_main(int argc, char **argv) {
     cli.option("calib-method", "METHOD", "activation clipping: minmax, percentile, entropy or mse", "minmax");
     cli.option("percentile", "P", "percentile of |x| kept by --calib-method percentile", "99.99");
     cli.option("migration", "M",
-               "0..1: how much of a dense layer's input range spread stays in the activations' scales "
-               "(1) rather than in the folded weights (0)",
+               "0..1: SmoothQuant's alpha for dense layers' inputs. 1 gives each input channel a scale "
+               "matched to its range, 0 sets the scales from the weights alone",
                "0.5");
     cli.option("calib-limit", "N", "use at most the first N calibration images (0: all)", "0");
     cli.option("keep-fp32", "LAYERS", "comma-separated layers that stay FP32 in INT8 mode");
