@@ -32,6 +32,8 @@ REPO_DIR = PEERS_DIR.parent.parent
 sys.path.insert(0, str(REPO_DIR / "weights"))
 import torchvision_model as tvm  # noqa: E402  (needs the sys.path entry above)
 
+import chart  # noqa: E402  (this folder, on sys.path as the script's own)
+
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, the one with torch and torchvision
 
 # Every system the harness can run, in table order. "needs" lists the artifacts each one runs on.
@@ -543,6 +545,8 @@ def markdown(report):
         "",
         f"Command: `{report['command']}`",
         "",
+        "![Median latency per system, with qdet's stages](peers.svg)",
+        "",
     ]
     return "\n".join(lines)
 
@@ -553,7 +557,7 @@ def markdown(report):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="Benchmark qdet against torchvision and ONNX Runtime: same images, machine and thread "
-                    "count, one run, interleaved. Writes OUT/peers.md and OUT/peers.json.",
+                    "count, one run, interleaved. Writes OUT/peers.md, OUT/peers.json and the chart OUT/peers.svg.",
     )
     parser.add_argument("--images", type=int, default=None, metavar="N",
                         help="time N images spread evenly over the eval set (default: 50; "
@@ -577,6 +581,8 @@ def parse_args(argv):
                         help="qdet build directory (default: <repo>/build)")
     parser.add_argument("--out", type=Path, default=REPO_DIR / "build" / "peers", metavar="DIR",
                         help="output directory (default: <repo>/build/peers)")
+    parser.add_argument("--replot", action="store_true",
+                        help="rewrite OUT/peers.md and OUT/peers.svg from OUT/peers.json without running anything")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse model files from an earlier run in OUT/artifacts when built with the same "
                              "settings (their one-off costs are then those of that run)")
@@ -675,10 +681,31 @@ def run(args, argv):
         "systems": rows,
     }
     tvm.write_json_atomically(paths.out / "peers.json", report, indent=1)
+    write_table_and_chart(report, paths.out)
+
+
+def write_table_and_chart(report, out):
     table = markdown(report)
-    tvm.write_file_atomically(paths.out / "peers.md", [table.encode("utf-8")])
+    svg = chart.latency_svg(report)
+    tvm.write_file_atomically(out / "peers.md", [table.encode("utf-8")])
+    tvm.write_file_atomically(out / "peers.svg", [svg.encode("utf-8")])
     print(table)
-    log.info("wrote %s and %s", paths.out / "peers.md", paths.out / "peers.json")
+    log.info("wrote %s, %s and %s", out / "peers.md", out / "peers.svg", out / "peers.json")
+
+
+def replot(out):
+    """Rewrite the table and chart of an earlier run from its peers.json."""
+    path = out / "peers.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: not found; run the benchmark first, or point --out at an earlier run") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HarnessError(f"{path}: cannot read the report: {error}") from None
+    try:
+        write_table_and_chart(report, out)
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise HarnessError(f"{path}: invalid run_peers report, {type(error).__name__}: {error}") from None
 
 
 def raise_on_sigterm(signum, frame):
@@ -692,7 +719,10 @@ def main(argv=None):
     # The finally block in run() stops the workers, so SIGTERM has to unwind the stack to reach it.
     signal.signal(signal.SIGTERM, raise_on_sigterm)
     try:
-        run(args, argv)
+        if args.replot:
+            replot(args.out)
+        else:
+            run(args, argv)
     except tvm.ToolError as error:
         log.error("%s", error)
         return 1
