@@ -209,6 +209,10 @@ Timing time_call(const Call &call, const WeightFile &file, const QuantTable &qua
     return timing;
 }
 
+// The detector resizes every image to its min_size/max_size range, so larger
+// inputs only cost memory for the synthetic image.
+constexpr int kMaxSide = 8192;
+
 int bench_main(int argc, char **argv) {
     CommandLine cli("bench_layers",
                     "Time every convolution and fully connected layer of the detector in FP32 and INT8\n"
@@ -217,7 +221,7 @@ int bench_main(int argc, char **argv) {
     cli.option("weights", "FILE", "qdet weight file with INT8 calibration");
     cli.option("size", "WxH", "input image size", "640x640");
     cli.option("proposals", "N", "proposals reaching the box head (fc layers' batch)", "300");
-    cli.option("threads", "N", "CPU threads (0: all cores)", "2");
+    cli.option("threads", "N", "CPU threads (0: all cores)", "0");
     cli.option("repeats", "N", "timed calls per layer and precision (median reported)", "20");
     cli.option("csv", "FILE", "also write the table as CSV");
     if (!cli.parse(argc, argv)) return 0;
@@ -226,9 +230,12 @@ int bench_main(int argc, char **argv) {
     const int proposals = cli.get_int("proposals", 1, 100000);
     const int repeats = cli.get_int("repeats", 1, 100000);
     int width = 0, height = 0;
-    if (std::sscanf(cli.get("size").c_str(), "%dx%d", &width, &height) != 2 || width <= 0 || height <= 0) {
-        fail(ErrorKind::usage, "option --size takes WIDTHxHEIGHT, got '" + cli.get("size") + "'");
+    if (std::sscanf(cli.get("size").c_str(), "%dx%d", &width, &height) != 2 || width <= 0 || height <= 0 ||
+        width > kMaxSide || height > kMaxSide) {
+        fail(ErrorKind::usage, "option --size takes WIDTHxHEIGHT, each from 1 to " + std::to_string(kMaxSide) +
+                                   ", got '" + cli.get("size") + "'");
     }
+    if (cli.has("csv")) check_output_file(cli.get("csv"), "csv");
 
     const WeightFile file = WeightFile::read(cli.require("weights"));
     const QuantTable quant = quant_table_from_json(file.quantization(), file.path());
@@ -294,8 +301,8 @@ int bench_main(int argc, char **argv) {
     std::printf("bench_layers: input %dx%d, %d proposals, %d threads, median of %d calls\n", width, height,
                 proposals, threads, repeats);
     std::printf("measured peak: FP32 %.0f GFLOP/s, INT8 %.0f GOP/s (VNNI)\n\n", fp32_peak, int8_peak);
-    std::printf("%-40s %9s %9s %8s %8s %6s %6s %7s %6s %6s\n", "layer", "fp32 ms", "int8 ms", "fp32 GOP/s",
-                "int8 GOP/s", "%peak", "%peak", "speedup", "%fp32", "%int8");
+    std::printf("%-40s %9s %9s %8s %8s %8s %8s %7s %6s %6s\n", "layer", "fp32 ms", "int8 ms", "fp32 GOP/s",
+                "int8 GOP/s", "fp32 %pk", "int8 %pk", "speedup", "%fp32", "%int8");
     std::string csv =
         "layer,input,fp32_ms,int8_ms,gop,fp32_gops,int8_gops,fp32_peak_fraction,int8_peak_fraction,int8_speedup,"
         "fp32_share,int8_share,fp32_impl,int8_impl\n";
@@ -303,19 +310,24 @@ int bench_main(int argc, char **argv) {
         const Timing &t = timings[i];
         const double fp32_gops = t.ops / t.fp32_ms / 1e6;
         const double int8_gops = t.ops / t.int8_ms / 1e6;
-        std::printf("%-40s %9.3f %9.3f %8.1f %8.1f %6.1f %6.1f %6.2fx %6.1f %6.1f\n", calls[i].label.c_str(),
+        std::printf("%-40s %9.3f %9.3f %8.1f %8.1f %8.1f %8.1f %6.2fx %6.1f %6.1f\n", calls[i].label.c_str(),
                     t.fp32_ms, t.int8_ms, fp32_gops, int8_gops, 100 * fp32_gops / fp32_peak,
                     100 * int8_gops / int8_peak, t.fp32_ms / t.int8_ms, 100 * t.fp32_ms / fp32_total,
                     100 * t.int8_ms / int8_total);
+        // Input shape: channels x height x width, or rows x features for a fully connected layer.
+        const std::string input = calls[i].spec->kind == LayerSpec::Kind::linear
+                                      ? std::to_string(calls[i].rows) + "x" + std::to_string(calls[i].spec->in_channels)
+                                      : std::to_string(calls[i].channels) + "x" + std::to_string(calls[i].height) +
+                                            "x" + std::to_string(calls[i].width);
         char line[512];
-        std::snprintf(line, sizeof(line), "%s,%dx%dx%d,%.4f,%.4f,%.4f,%.2f,%.2f,%.4f,%.4f,%.3f,%.4f,%.4f,%s,%s\n",
-                      calls[i].label.c_str(), calls[i].channels, calls[i].height, calls[i].width, t.fp32_ms,
+        std::snprintf(line, sizeof(line), "%s,%s,%.4f,%.4f,%.4f,%.2f,%.2f,%.4f,%.4f,%.3f,%.4f,%.4f,%s,%s\n",
+                      calls[i].label.c_str(), input.c_str(), t.fp32_ms,
                       t.int8_ms, t.ops / 1e9, fp32_gops, int8_gops, fp32_gops / fp32_peak, int8_gops / int8_peak,
                       t.fp32_ms / t.int8_ms, t.fp32_ms / fp32_total, t.int8_ms / int8_total, t.fp32_impl.c_str(),
                       t.int8_impl.c_str());
         csv += line;
     }
-    std::printf("%-40s %9.3f %9.3f %38s %6.2fx\n", "all layers", fp32_total, int8_total, "", fp32_total / int8_total);
+    std::printf("%-40s %9.3f %9.3f %42s %6.2fx\n", "all layers", fp32_total, int8_total, "", fp32_total / int8_total);
     if (cli.has("csv")) write_text_file_atomically(cli.get("csv"), csv);
     return 0;
 }

@@ -53,10 +53,19 @@ void validate_keep_fp32(const ModelConfig &config, const std::vector<std::string
     for (const LayerSpec &spec : detector_layers(config)) known.insert(spec.name);
     for (const std::string &name : layers) {
         if (!known.count(name)) {
-            fail(ErrorKind::usage, "--keep-fp32: unknown layer '" + name +
-                                       "'; layer names are torchvision module names such as "
-                                       "backbone.body.4.block.0.0 or roi_heads.box_predictor.cls_score "
-                                       "(the calibration report lists every tensor)");
+            std::string close;
+            int matches = 0;
+            for (const std::string &candidate : known) {
+                if (candidate.rfind(name, 0) != 0 || is_squeeze_excitation_layer(candidate)) continue;
+                if (++matches <= 6) close += (close.empty() ? "" : ", ") + candidate;
+            }
+            if (matches > 6) close += " and " + std::to_string(matches - 6) + " more";
+            fail(ErrorKind::usage,
+                 "--keep-fp32: unknown layer '" + name + "'; " +
+                     (close.empty() ? std::string("layer names are torchvision module names such as "
+                                                  "backbone.body.4.block.0.0 or roi_heads.box_predictor.cls_score")
+                                    : "layers with that prefix: " + close) +
+                     " (convert --weights FILE --list-layers lists them all)");
         }
         if (is_squeeze_excitation_layer(name)) {
             fail(ErrorKind::usage, "--keep-fp32: layer '" + name +

@@ -50,6 +50,7 @@ int convert_main(int argc, char **argv) {
     cli.option("report", "FILE", "write the per-tensor calibration report as JSON");
     cli.flag("skip-sqnr", "do not measure each tensor's INT8 error against FP32 (halves the time)");
     cli.option("threads", "N", "CPU threads (0: all cores)", "0");
+    cli.flag("list-layers", "print the names of the layers --keep-fp32 accepts and exit");
     cli.flag("quiet", "no progress display and no report table");
     cli.flag("verbose", "log details, including each layer's oneDNN implementation");
     if (!cli.parse(argc, argv)) return 0;
@@ -57,7 +58,16 @@ int convert_main(int argc, char **argv) {
     const bool quiet = cli.has("quiet");
 
     const std::string input = cli.require("weights");
+    if (cli.has("list-layers")) {
+        const SafetensorsFile checkpoint = SafetensorsFile::read(input);
+        for (const LayerSpec &spec : detector_layers(config_from_export_metadata(checkpoint.metadata(), input))) {
+            if (!is_squeeze_excitation_layer(spec.name)) std::printf("%s\n", spec.name.c_str());
+        }
+        return 0;
+    }
     const std::string output = cli.require("out");
+    check_output_file(output, "out");
+    if (cli.has("report")) check_output_file(cli.get("report"), "report");
     const bool calibrate = cli.has("calib");
     for (const char *option :
          {"keep-fp32", "report", "calib-limit", "calib-method", "percentile", "migration", "skip-sqnr"}) {
@@ -126,6 +136,11 @@ int convert_main(int argc, char **argv) {
         output.c_str(), layers.size(), megabytes(fp32_bytes), megabytes(int8_bytes),
         100.0 * static_cast<double>(int8_bytes) / static_cast<double>(fp32_bytes), result.images_used,
         result.images_skipped.size(), calibration_method_name(calibration.method), seconds_since(start));
+    if (!calibration.keep_fp32.empty()) {
+        std::string names;
+        for (const std::string &name : calibration.keep_fp32) names += (names.empty() ? "" : ", ") + name;
+        std::printf("convert: kept in FP32: %s\n", names.c_str());
+    }
     return 0;
 }
 

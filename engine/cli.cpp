@@ -7,11 +7,12 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/log.h"
 
 namespace qdet {
 
-CommandLine::CommandLine(std::string program, std::string summary)
-    : program_(std::move(program)), summary_(std::move(summary)) {
+CommandLine::CommandLine(std::string program, std::string summary, std::string usage)
+    : program_(std::move(program)), summary_(std::move(summary)), usage_(std::move(usage)) {
     flag("help", "show this help and exit");
 }
 
@@ -24,6 +25,10 @@ void CommandLine::option(const std::string &name, const std::string &value_name,
 bool CommandLine::parse(int argc, char **argv, bool allow_positional) {
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
+        if (arg == "-h") {
+            values_["help"] = "1";
+            continue;
+        }
         if (arg.rfind("--", 0) != 0 || arg == "--") {
             if (!allow_positional) {
                 fail(ErrorKind::usage, "unexpected argument '" + arg + "' (see --help)");
@@ -102,7 +107,7 @@ double CommandLine::get_double(const std::string &name, double min_value, double
 
 std::string CommandLine::help() const {
     std::ostringstream out;
-    out << "usage: " << program_ << " [options]\n\n" << summary_ << "\n\noptions:\n";
+    out << "usage: " << program_ << " " << usage_ << "\n\n" << summary_ << "\n\noptions:\n";
     for (const std::string &name : order_) {
         const Option &o = options_.at(name);
         std::string left = "  --" + name + (o.value_name.empty() ? "" : " " + o.value_name);
@@ -130,6 +135,7 @@ std::vector<std::string> split_list(const std::string &text, char separator) {
 }
 
 int run_tool(const std::string &program, const std::function<int()> &body) {
+    set_log_program(program);
     try {
         return body();
     } catch (const Error &e) {

@@ -12,14 +12,15 @@ namespace qdet {
 
 class CommandLine {
 public:
-    CommandLine(std::string program, std::string summary);
+    // `usage` follows the program name on the help's usage line.
+    CommandLine(std::string program, std::string summary, std::string usage = "[options]");
 
     // Registers an option; `value_name` empty makes it a flag.
     void option(const std::string &name, const std::string &value_name, const std::string &help,
                 const std::string &default_value = "");
     void flag(const std::string &name, const std::string &help) { option(name, "", help); }
 
-    // Parses argv. Returns false when --help was given (help is printed).
+    // Parses argv. Returns false when --help or -h was given (help is printed).
     // Throws Error(usage) on unknown options, missing values and stray
     // positional arguments (unless allow_positional).
     bool parse(int argc, char **argv, bool allow_positional = false);
@@ -43,6 +44,7 @@ private:
     };
     std::string program_;
     std::string summary_;
+    std::string usage_;
     std::vector<std::string> order_;
     std::map<std::string, Option> options_;
     std::map<std::string, std::string> values_;

@@ -106,6 +106,23 @@ bool file_exists_regular(const std::string &path) {
     return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
 }
 
+void check_output_file(const std::string &path, const std::string &option) {
+    if (path.empty()) fail(ErrorKind::usage, "option --" + option + " needs a file name, got an empty one");
+    struct stat info {};
+    if (::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+        fail(ErrorKind::input, path + ": is a folder, expected a file name for --" + option);
+    }
+    const std::string folder = directory_of(path);
+    if (::stat(folder.c_str(), &info) != 0) {
+        fail(ErrorKind::input, path + ": cannot write --" + option + ": folder " + folder + " " +
+                                   (errno == ENOENT ? std::string("does not exist") : errno_text()));
+    }
+    if (!S_ISDIR(info.st_mode)) fail(ErrorKind::input, path + ": cannot write --" + option + ": " + folder + " is not a folder");
+    if (::access(folder.c_str(), W_OK | X_OK) != 0) {
+        fail(ErrorKind::input, path + ": cannot write --" + option + " into folder " + folder + ": " + errno_text());
+    }
+}
+
 void make_directories(const std::string &path) {
     if (path.empty()) return;
     size_t position = 0;

@@ -18,6 +18,11 @@ AlignedBuffer read_file(const std::string &path);
 using ByteSink = std::function<void(const void *data, size_t size)>;
 void write_file_atomically(const std::string &path, const std::function<void(const ByteSink &)> &write);
 
+// Checks, before any long work, that an output file can be created at
+// `path`: the path is not empty and not a folder, and its folder exists and is
+// writable. `option` names the command-line option in the error.
+void check_output_file(const std::string &path, const std::string &option);
+
 // True when `path` exists and is a regular file.
 bool file_exists_regular(const std::string &path);
 

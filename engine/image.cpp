@@ -45,6 +45,20 @@ std::string decode_failure_reason(const uint8_t *data, size_t size) {
     return "OpenCV could not decode the image";
 }
 
+// OpenCV decodes a truncated JPEG without an error and fills the missing
+// rows with grey. A complete JPEG has an end-of-image marker (FF D9) after its
+// last start-of-scan marker (FF DA). In entropy-coded data an FF byte is
+// always followed by 00 or a restart marker, so neither pair occurs there.
+bool jpeg_is_truncated(const uint8_t *data, size_t size) {
+    if (size < 3 || data[0] != 0xFF || data[1] != 0xD8 || data[2] != 0xFF) return false;
+    for (size_t i = size - 1; i > 0; --i) {
+        if (data[i - 1] != 0xFF) continue;
+        if (data[i] == 0xD9) return false;
+        if (data[i] == 0xDA) return true;
+    }
+    return true;
+}
+
 }  // namespace
 
 Image decode_image(const uint8_t *data, size_t size, const std::string &name) {
@@ -57,6 +71,10 @@ Image decode_image(const uint8_t *data, size_t size, const std::string &name) {
         fail(ErrorKind::input, name + ": cannot decode image: " + e.what());
     }
     if (bgr.empty()) fail(ErrorKind::input, name + ": cannot decode image: " + decode_failure_reason(data, size));
+    if (jpeg_is_truncated(data, size)) {
+        fail(ErrorKind::input, name + ": cannot decode image: the JPEG data ends before its end-of-image marker "
+                                      "(the file is probably truncated)");
+    }
 
     Image image;
     image.width = bgr.cols;

@@ -13,6 +13,8 @@ enum class LogLevel { error = 0, warning = 1, info = 2, debug = 3 };
 using LogSink = std::function<void(LogLevel, const std::string &)>;
 
 void set_log_level(LogLevel level);
+// Sets the program name that starts each line on stderr ("qdet" by default).
+void set_log_program(const std::string &program);
 LogLevel log_level();
 // Replaces the sink (stderr by default); pass nullptr to restore stderr.
 void set_log_sink(LogSink sink);

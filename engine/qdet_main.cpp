@@ -46,43 +46,44 @@ int serve(Detector &detector, double load_ms, uint64_t model_bytes) {
           {"model_bytes", model_bytes},
           {"details", {{"threads", thread_count()}, {"weights", detector.weight_path()}}}});
 
-    std::string line;
+    // Handles one request line. Returns false on quit.
     int line_number = 0;
-    while (std::getline(std::cin, line)) {
-        ++line_number;
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto handle = [&](const std::string &line) {
+        const std::string where = "request line " + std::to_string(line_number);
         json request;
         try {
             request = json::parse(line);
         } catch (const json::exception &e) {
-            fail(ErrorKind::input, "request line " + std::to_string(line_number) + " is not valid JSON: " + e.what());
+            fail(ErrorKind::input, where + " is not valid JSON: " + e.what());
         }
+        if (!request.is_object()) fail(ErrorKind::input, where + " is not a JSON object");
         const std::string op = request.value("op", "");
-        if (op == "quit") return 0;
-        if (op == "warm_up") {
-            detector.warm_up(request.at("height").get<int>(), request.at("width").get<int>());
-            send({{"event", "warmed_up"}});
-            continue;
-        }
-        if (op != "run") {
-            fail(ErrorKind::input, "request line " + std::to_string(line_number) + ": unknown op '" + op +
-                                       "', expected run, warm_up or quit");
-        }
+        if (op == "quit") return false;
         Image image;
         std::string input;
         try {
+            if (op == "warm_up") {
+                detector.warm_up(request.at("height").get<int>(), request.at("width").get<int>());
+                send({{"event", "warmed_up"}});
+                return true;
+            }
+            if (op != "run") fail(ErrorKind::input, where + ": unknown op '" + op + "', expected run, warm_up or quit");
             input = request.at("input").get<std::string>();
             image.width = request.at("width").get<int>();
             image.height = request.at("height").get<int>();
         } catch (const json::exception &e) {
-            fail(ErrorKind::input, "request line " + std::to_string(line_number) + ": " + e.what());
+            fail(ErrorKind::input, where + ": " + e.what());
+        }
+        if (image.width <= 0 || image.height <= 0) {
+            fail(ErrorKind::input, where + ": width and height must be positive, got " + std::to_string(image.width) +
+                                       "x" + std::to_string(image.height));
         }
         AlignedBuffer bytes = read_file(input);
-        if (image.width <= 0 || image.height <= 0 ||
-            bytes.size() != static_cast<size_t>(image.width) * image.height * 3) {
+        const size_t expected = static_cast<size_t>(image.width) * image.height * 3;
+        if (bytes.size() != expected) {
             fail(ErrorKind::input, input + ": size is " + std::to_string(bytes.size()) + " bytes, expected " +
-                                       std::to_string(static_cast<size_t>(image.width) * image.height * 3) + " (" +
-                                       std::to_string(image.width) + "x" + std::to_string(image.height) + " RGB)");
+                                       std::to_string(expected) + " (" + std::to_string(image.width) + "x" +
+                                       std::to_string(image.height) + " RGB)");
         }
         image.rgb.assign(bytes.data(), bytes.data() + bytes.size());
 
@@ -101,6 +102,21 @@ int serve(Detector &detector, double load_ms, uint64_t model_bytes) {
         json stages = json::object();
         for (int s = 0; s < kStageCount; ++s) stages[stage_name(static_cast<Stage>(s))] = times.ms[s];
         send({{"event", "result"}, {"ms", ms}, {"detections", detections.size()}, {"stages", stages}});
+        return true;
+    };
+
+    // A failed request gets an error event in reply. The worker then exits
+    // with the error's code, and run_tool repeats the message on stderr.
+    std::string line;
+    while (std::getline(std::cin, line)) {
+        ++line_number;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        try {
+            if (!handle(line)) return 0;
+        } catch (const std::exception &e) {
+            send({{"event", "error"}, {"message", e.what()}});
+            throw;
+        }
     }
     return 0;
 }
@@ -108,8 +124,8 @@ int serve(Detector &detector, double load_ms, uint64_t model_bytes) {
 int qdet_main(int argc, char **argv) {
     CommandLine cli("qdet",
                     "Detect objects in images with a qdet weight file (from convert).\n"
-                    "usage: qdet --weights FILE [options] IMAGE...\n"
-                    "Prints one line per detection: image, label, score, box x1 y1 x2 y2 in pixels.");
+                    "Prints one line per detection: image, label, score, box x1 y1 x2 y2 in pixels.",
+                    "--weights FILE [options] IMAGE...\n       qdet --weights FILE [options] --serve");
     cli.option("weights", "FILE", "qdet weight file");
     cli.option("precision", "fp32|int8", "arithmetic to run in", "fp32");
     cli.option("threads", "N", "CPU threads (0: all cores)", "0");
@@ -130,6 +146,13 @@ int qdet_main(int argc, char **argv) {
     const float score_thresh = static_cast<float>(cli.get_double("score-thresh", 0.0, 1.0));
     const std::string weights = cli.require("weights");
     if (!cli.has("serve") && cli.positional().empty()) fail(ErrorKind::usage, "no image given (see --help)");
+    if (cli.has("serve") && !cli.positional().empty()) {
+        fail(ErrorKind::usage, "--serve reads its images from requests on stdin, got image arguments too");
+    }
+    if (cli.has("serve") && (cli.has("json") || cli.has("profile"))) {
+        fail(ErrorKind::usage, "--json and --profile do not apply to --serve");
+    }
+    if (cli.has("json")) check_output_file(cli.get("json"), "json");
 
     // The file image is released once the detector holds its layers.
     auto start = std::chrono::steady_clock::now();

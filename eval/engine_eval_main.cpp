@@ -57,6 +57,7 @@ json stats_json(const LatencyStats &s) { return {{"mean", s.mean}, {"median", s.
 // The results of one precision over the image set.
 struct Run {
     Precision precision;
+    std::string label;  // column heading: the precision, or the scored folder's name
     std::unique_ptr<Detector> detector;
     std::vector<std::vector<Detection>> detections;  // per evaluated image
     std::vector<StageTimes> times;                   // per evaluated image
@@ -104,7 +105,7 @@ json metrics_json(const Metrics &metrics, const CocoDataset &dataset) {
 void print_metrics(const std::vector<const Run *> &runs, const CocoDataset &dataset, const MetricsOptions &options) {
     const bool pair = runs.size() == 2;
     std::printf("\n%-24s", "metric");
-    for (const Run *run : runs) std::printf(" %10s", precision_name(run->precision));
+    for (const Run *run : runs) std::printf(" %10s", run->label.c_str());
     if (pair) std::printf(" %12s", "int8 - fp32");
     std::printf("\n");
     for (size_t c = 0; c < options.classes.size(); ++c) {
@@ -118,7 +119,25 @@ void print_metrics(const std::vector<const Run *> &runs, const CocoDataset &data
         row("recall", [](const ClassMetrics &m) { return m.recall; });
         row("precision", [](const ClassMetrics &m) { return m.precision; });
         row("mean IoU", [](const ClassMetrics &m) { return m.mean_iou; });
-        row("AP50", [](const ClassMetrics &m) { return m.ap; });
+        // AP is undefined for a class without ground truth.
+        std::printf("%-24s", (name + " AP50").c_str());
+        for (const Run *run : runs) {
+            const double ap = run->metrics.classes[c].ap;
+            if (ap >= 0) {
+                std::printf(" %10.4f", ap);
+            } else {
+                std::printf(" %10s", "n/a");
+            }
+        }
+        if (pair) {
+            const double a = runs[0]->metrics.classes[c].ap, b = runs[1]->metrics.classes[c].ap;
+            if (a >= 0 && b >= 0) {
+                std::printf(" %+12.4f", b - a);
+            } else {
+                std::printf(" %12s", "n/a");
+            }
+        }
+        std::printf("\n");
         std::printf("%-24s", (name + " ground truth").c_str());
         for (const Run *run : runs) std::printf(" %10d", run->metrics.classes[c].ground_truth);
         std::printf("\n%-24s", (name + " detections").c_str());
@@ -131,11 +150,14 @@ int score_detection_files(const CommandLine &cli, const CocoDataset &all, const 
     std::vector<bool> keep(all.images.size(), true);
     for (size_t i = limit > 0 ? static_cast<size_t>(limit) : keep.size(); i < keep.size(); ++i) keep[i] = false;
     const CocoDataset dataset = subset(all, keep);
+    std::string folder = cli.get("detections");
+    while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
     Run run;
     run.precision = Precision::fp32;
+    run.label = folder.substr(folder.find_last_of('/') + 1);
     run.detections = read_detection_dir(cli.get("detections"), dataset);
     run.metrics = evaluate(dataset, run.detections, options);
-    std::printf("scored %zu images from %s\n", dataset.images.size(), cli.get("detections").c_str());
+    std::printf("engine_eval: scored %zu images from %s\n", dataset.images.size(), cli.get("detections").c_str());
     print_metrics({&run}, dataset, options);
     if (cli.has("report")) {
         const json report = {{"detections", cli.get("detections")},
@@ -186,8 +208,25 @@ int engine_eval_main(int argc, char **argv) {
     options.score_threshold = static_cast<float>(cli.get_double("score-thresh", 0.0, 1.0));
     options.iou_threshold = static_cast<float>(cli.get_double("iou-thresh", 0.01, 1.0));
     const int limit = cli.get_int("limit", 0, 100000000);
+    if (cli.has("detections")) {
+        for (const char *option : {"weights", "images", "precision", "dump", "warmup", "threads"}) {
+            if (cli.has(option)) {
+                fail(ErrorKind::usage, std::string("option --") + option + " does not apply to --detections, "
+                                       "which scores files instead of running qdet");
+            }
+        }
+    }
+    if (cli.has("report")) check_output_file(cli.get("report"), "report");
     const CocoDataset all = load_coco(cli.require("gt"));
     if (all.images.empty()) fail(ErrorKind::input, all.path + ": the annotations list no images");
+    for (int id : options.classes) {
+        if (!all.categories.count(id)) {
+            std::string ids;
+            for (const auto &category : all.categories) ids += (ids.empty() ? "" : ", ") + std::to_string(category.first);
+            fail(ErrorKind::usage, "option --classes: category " + std::to_string(id) + " is not in " + all.path +
+                                       " (its category ids: " + ids + ")");
+        }
+    }
     if (cli.has("detections")) return score_detection_files(cli, all, options, limit);
 
     std::vector<Precision> precisions;
@@ -196,7 +235,10 @@ int engine_eval_main(int argc, char **argv) {
         if (!parse_precision(name, &p)) {
             fail(ErrorKind::usage, "option --precision takes fp32, int8 or fp32,int8, got '" + name + "'");
         }
-        if (std::find(precisions.begin(), precisions.end(), p) == precisions.end()) precisions.push_back(p);
+        if (std::find(precisions.begin(), precisions.end(), p) != precisions.end()) {
+            fail(ErrorKind::usage, "option --precision names " + name + " twice");
+        }
+        precisions.push_back(p);
     }
     if (precisions.empty()) fail(ErrorKind::usage, "option --precision needs fp32, int8 or both");
     const std::string weights = cli.require("weights");
@@ -229,6 +271,7 @@ int engine_eval_main(int argc, char **argv) {
         for (size_t r = 0; r < precisions.size(); ++r) {
             auto start = std::chrono::steady_clock::now();
             runs[r].precision = precisions[r];
+            runs[r].label = precision_name(precisions[r]);
             DetectorOptions detector_options;
             detector_options.precision = precisions[r];
             runs[r].detector = std::make_unique<Detector>(file, detector_options);

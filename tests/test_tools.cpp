@@ -132,18 +132,21 @@ TEST_CASE("engine_eval rejects int8 without calibration") {
 TEST_CASE("engine_eval rejects bad options") {
     const std::string base = "--images " + eval_images() + " --gt " + eval_annotations();
     const struct {
-        const char *options;
-        const char *expected;
+        std::string options;
+        std::string expected;
     } cases[] = {
         {" --precision fp16", "--precision takes fp32, int8 or fp32,int8"},
         {" --classes car", "--classes takes integer category ids"},
         {" --score-thresh 2", "--score-thresh must be a number from 0 to 1"},
         {" --threads many", "--threads must be an integer"},
+        {" --precision int8,int8", "--precision names int8 twice"},
+        {" --classes 999", "category 999 is not in " + eval_annotations()},
+        {" --report /nonexistent/report.json", "cannot write --report: folder /nonexistent does not exist"},
     };
     for (const auto &c : cases) {
         const test::CommandResult r = run_eval(base + c.options);
         INFO(c.options << "\n" << r.output);
-        CHECK(r.exit_code == 2);
+        CHECK(r.exit_code == (c.options.find("--report") != std::string::npos ? 3 : 2));
         CHECK(r.output.find(c.expected) != std::string::npos);
     }
 }
@@ -188,6 +191,41 @@ TEST_CASE("qdet reports an unreadable image") {
     CHECK(r.output.find(dir + "/empty.jpg: cannot decode image: the file is empty") != std::string::npos);
     // The good image after it is still processed.
     CHECK(r.output.find("eval_0002.jpg\tbus") != std::string::npos);
+}
+
+TEST_CASE("qdet rejects a truncated JPEG") {
+    // OpenCV decodes the first part of a cut-off JPEG and fills the rest with
+    // grey. qdet must reject the file instead of detecting on grey pixels.
+    const std::string dir = test::make_temp_dir("qdet-cli");
+    const std::string whole = test::read_bytes(eval_images() + "/eval_0002.jpg");
+    test::write_bytes(dir + "/cut.jpg", whole.substr(0, whole.size() / 2));
+    const test::CommandResult r = test::run_command(tool("qdet") + " --weights " + fp32_model() + " " + dir + "/cut.jpg");
+    INFO(r.output);
+    CHECK(r.exit_code == 3);
+    CHECK(r.output.find(dir + "/cut.jpg: cannot decode image: the JPEG data ends before") != std::string::npos);
+}
+
+TEST_CASE("qdet checks output folder first") {
+    const std::string image = eval_images() + "/eval_0002.jpg";
+    const test::CommandResult r =
+        test::run_command(tool("qdet") + " --weights " + fp32_model() + " --json /nonexistent/out.json " + image);
+    INFO(r.output);
+    CHECK(r.exit_code == 3);
+    CHECK(r.output.find("/nonexistent/out.json: cannot write --json: folder /nonexistent does not exist") !=
+          std::string::npos);
+    // It stops before detecting: no detection lines.
+    CHECK(r.output.find("eval_0002.jpg\t") == std::string::npos);
+}
+
+TEST_CASE("qdet serve reports a bad request") {
+    const std::string dir = test::make_temp_dir("qdet-serve");
+    test::write_bytes(dir + "/requests.jsonl", "{\"op\": \"fly\"}\n");
+    const test::CommandResult r = test::run_command(tool("qdet") + " --weights " + fp32_model() + " --serve < " + dir +
+                                                    "/requests.jsonl");
+    INFO(r.output);
+    CHECK(r.exit_code == 3);
+    CHECK(r.output.find("\"event\":\"ready\"") != std::string::npos);
+    CHECK(r.output.find("{\"event\":\"error\",\"message\":\"request line 1: unknown op 'fly'") != std::string::npos);
 }
 
 }  // TEST_SUITE
