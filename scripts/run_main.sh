@@ -11,10 +11,8 @@ python=${QDET_PYTHON:-/usr/bin/python3}
 threads=${QDET_THREADS:-2}
 out=$repo/build/main
 
-if [ ! -f "$data/models/roadcars_frcnn_mbv3.pth" ]; then
-  echo "run_main: $data/models/roadcars_frcnn_mbv3.pth not found; set QDET_DATA_DIR to the data directory" >&2
-  exit 3
-fi
+source "$repo/scripts/data_dir.sh"
+check_data_dir run_main "$data"
 
 "$repo/scripts/install_deps.sh"
 "$repo/scripts/build.sh" "$repo/build"

@@ -15,6 +15,8 @@ bin=$3
 repo=$(cd "$(dirname "$0")/.." && pwd)
 data=${QDET_DATA_DIR:-$repo/../shared}
 python=${QDET_PYTHON:-/usr/bin/python3}
+source "$repo/scripts/data_dir.sh"
+check_data_dir make_test_data.sh "$data"
 mkdir -p "$out"
 
 case "$step" in

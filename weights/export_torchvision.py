@@ -177,13 +177,16 @@ def parse_args(argv):
         help="fpn: torchvision defaults plus the config's torchvision_kwargs; 320_fpn: min_size 320, "
              "max_size 640, 150 RPN proposals before and after NMS (default: the config's variant, else fpn)",
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors", help="output file")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors",
+                        help="output file, in a folder that exists")
     return parser.parse_args(argv)
 
 
 def run(args):
     if args.out.is_dir():
         raise tvm.InputError(f"{args.out}: output path is a folder, expected a file name")
+    # Checked before the model loads, so that a mistyped --out fails in a second.
+    tvm.check_output_folder(args.out)
     config_path = args.config
     if config_path is None and args.checkpoint is not None:
         config_path = tvm.config_beside(args.checkpoint)

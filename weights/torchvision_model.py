@@ -7,7 +7,8 @@ Shared by the exporter, the parity reference generator and the benchmark peers:
 - model_settings() reads every inference setting back from the instantiated modules,
   so exported metadata describes the model that actually ran.
 - read_image_rgb() and rgb_to_tensor() decode and convert images exactly as qdet does.
-- write_file_atomically() writes outputs through a temporary file and a rename.
+- write_file_atomically() writes outputs through a temporary file and a rename, into a
+  folder that must already exist. create_output_folder() creates one.
 
 Runs with Debian's /usr/bin/python3 (torch 1.13, torchvision 0.14).
 """
@@ -145,6 +146,8 @@ def read_config(config_path):
     if config_path is None:
         return {}
     path = Path(config_path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a config file (.json)")
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
     try:
@@ -157,6 +160,8 @@ def read_config(config_path):
     architecture = config.get("architecture", ARCHITECTURE)
     if architecture != ARCHITECTURE:
         raise InputError(f"{path}: architecture is {architecture!r}, expected {ARCHITECTURE!r}")
+    if "variant" in config and config["variant"] not in VARIANTS:
+        raise InputError(f"{path}: unknown variant {config['variant']!r}, expected one of {', '.join(VARIANTS)}")
     kwargs = config.get("torchvision_kwargs", {})
     if not isinstance(kwargs, dict):
         raise InputError(f"{path}: torchvision_kwargs must be a JSON object")
@@ -217,6 +222,8 @@ def fasterrcnn_kwargs(config, variant):
 def load_state_dict_file(checkpoint_path):
     """Load a state_dict (a mapping of names to tensors) from a .pth file."""
     path = Path(checkpoint_path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a checkpoint file (.pth)")
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
     try:
@@ -440,17 +447,37 @@ def rgb_to_tensor(rgb):
 # ---------------------------------------------------------------------------
 # Output files
 
+def check_output_folder(path):
+    """Raise OutputError unless the folder that is to contain the output file path exists."""
+    folder = Path(path).parent
+    if not folder.exists():
+        raise OutputError(f"{path}: cannot write the output file: folder {folder} does not exist; "
+                          "create it first or fix the path")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot write the output file: {folder} is not a folder")
+
+
+def create_output_folder(folder):
+    """Create an output folder and its missing parents. Raise OutputError if that fails."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: cannot create the output folder because a file with this name exists")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot create the output folder: {error.strerror or error}") from None
+
+
 def write_file_atomically(path, chunks):
     """Write byte chunks to path through a temporary file in the same folder and a rename.
 
     A failure at any point removes the temporary file, so path either keeps its old content
-    or receives the complete new content. Creates missing parent folders.
+    or receives the complete new content. The folder must exist: a missing one raises
+    OutputError, so that a mistyped path does not create folders.
     """
     path = Path(path)
-    if path.parent.exists() and not path.parent.is_dir():
-        raise OutputError(f"{path}: cannot create the output file because {path.parent} is not a folder")
+    check_output_folder(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise OutputError(f"{path}: cannot create the output file: {error.strerror}") from None

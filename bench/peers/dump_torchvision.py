@@ -96,6 +96,7 @@ def run(args):
     config = tvm.read_config(config_path)
     model = tvm.build_model(config_path, checkpoint, tvm.resolve_variant(config, args.variant))
 
+    tvm.create_output_folder(args.out)
     start = time.perf_counter()
     forward_ms = []
     results = []

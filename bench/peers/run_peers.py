@@ -2,8 +2,9 @@
 """Compare qdet with torchvision and ONNX Runtime on the same images, machine and thread count.
 
 Prepares each system's model file and times these one-off costs. Decodes N images spread
-evenly over the road-cars eval set once and starts one persistent worker per system. After a warm-up,
-every image runs through every system in turn, and the starting system rotates per image.
+evenly over the road-cars eval set (with --quick, over its images that contain a car) once
+and starts one persistent worker per system. After a warm-up, every image runs through every
+system in turn, and the starting system rotates per image.
 Writes <out>/peers.md and <out>/peers.json and prints the table. See README.md in this folder.
 
 Runs with Debian's /usr/bin/python3 (torch 1.13, torchvision 0.14, cv2).
@@ -46,6 +47,9 @@ SYSTEMS = {
     "onnxruntime_qdq_int8": {"kind": "ort", "needs": ["onnx_qdq"]},
 }
 DEFAULT_REFERENCE = "qdet_int8"
+
+# The class whose AP50 the table shows. score() reads it as engine_eval's first scored class.
+SCORED_CLASS = "car"
 
 QUICK_IMAGES = 3
 QUICK_WARMUP = 1
@@ -137,6 +141,21 @@ def select_systems(requested):
     if problem and any(SYSTEMS[name]["kind"] == "ort" for name in requested):
         raise tvm.InputError(f"cannot run the ONNX Runtime systems: {problem}")
     return [name for name in SYSTEMS if name in requested]
+
+
+def select_reference(requested, systems):
+    """Return the system whose median the ratio column divides by.
+
+    parse_args() has already rejected an unknown system and, when --systems was given, one
+    outside that list. The default list leaves out ONNX Runtime where it cannot run, so this
+    check remains for that case.
+    """
+    if requested is None:
+        return DEFAULT_REFERENCE if DEFAULT_REFERENCE in systems else systems[0]
+    if requested not in systems:
+        raise tvm.InputError(f"--reference {requested} is not one of the systems that can run here: "
+                             f"{', '.join(systems)}")
+    return requested
 
 
 # ---------------------------------------------------------------------------
@@ -232,30 +251,44 @@ def tail(path, lines=15):
 # ---------------------------------------------------------------------------
 # Images
 
-def load_image_list(annotations_path, count):
+def load_image_list(annotations_path, count, only_scored_class=False):
     """Return count images spread evenly over the annotations' image list, with their annotations.
 
     The eval set holds highway photos first and fog photos after them, at other sizes and with more
-    proposals; an even spread times both kinds in their proportions.
+    proposals; an even spread times both kinds in their proportions. With only_scored_class, the
+    spread covers only the images with at least one SCORED_CLASS annotation, so that even a
+    3-image run has ground truth for the AP50 column.
     """
     try:
         dataset = json.loads(Path(annotations_path).read_text(encoding="utf-8"))
         images = dataset["images"]
+        annotations = dataset.get("annotations", [])
+        category_ids = {category["id"] for category in dataset.get("categories", [])
+                        if category.get("name") == SCORED_CLASS}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise tvm.InputError(f"{annotations_path}: cannot read the COCO image list: {error}") from None
-    if count > len(images):
-        raise tvm.InputError(f"--images {count} is more than the {len(images)} images in {annotations_path}")
-    chosen = [images[index * len(images) // count] for index in range(count)]
+
+    pool = images
+    described = "images"
+    if only_scored_class:
+        if not category_ids:
+            raise tvm.InputError(f"{annotations_path}: no category named {SCORED_CLASS!r}")
+        ids_with_class = {a.get("image_id") for a in annotations if a.get("category_id") in category_ids}
+        pool = [image for image in images if image["id"] in ids_with_class]
+        described = f"images with a {SCORED_CLASS} annotation"
+    if count > len(pool):
+        raise tvm.InputError(f"--images {count} is more than the {len(pool)} {described} in {annotations_path}")
+    chosen = [pool[index * len(pool) // count] for index in range(count)]
     ids = {image["id"] for image in chosen}
     subset = dict(dataset)
     subset["images"] = chosen
-    subset["annotations"] = [a for a in dataset.get("annotations", []) if a.get("image_id") in ids]
+    subset["annotations"] = [a for a in annotations if a.get("image_id") in ids]
     return chosen, subset
 
 
 def decode_images(images, paths):
     """Decode each image once with OpenCV into <out>/images/<stem>.rgb (raw RGB uint8 HWC)."""
-    paths.rgb.mkdir(parents=True, exist_ok=True)
+    tvm.create_output_folder(paths.rgb)
     decoded = []
     for info in images:
         name = info["file_name"]
@@ -563,8 +596,9 @@ def parse_args(argv):
                         help="time N images spread evenly over the eval set (default: 50; "
                              f"{QUICK_IMAGES} with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"smoke test: {QUICK_IMAGES} images, {QUICK_WARMUP} warm-up image, calibration on "
-                             f"the first {QUICK_CALIB_LIMIT} calibration images")
+                        help=f"smoke test: {QUICK_IMAGES} images spread over the eval images that contain a "
+                             f"{SCORED_CLASS}, {QUICK_WARMUP} warm-up image, calibration on the first "
+                             f"{QUICK_CALIB_LIMIT} calibration images")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every system (default: 2)")
     parser.add_argument("--systems", default=None, metavar="LIST",
                         help=f"comma-separated systems out of {', '.join(SYSTEMS)} "
@@ -598,6 +632,8 @@ def parse_args(argv):
         parser.error(f"--warmup must be 0 or more, found {args.warmup}")
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, found {args.threads}")
+    if args.settle_ms < 0:
+        parser.error(f"--settle-ms must be 0 or more, found {args.settle_ms}")
     if args.systems is not None:
         requested = [name.strip() for name in args.systems.split(",") if name.strip()]
         unknown = [name for name in requested if name not in SYSTEMS]
@@ -606,6 +642,12 @@ def parse_args(argv):
         if not requested:
             parser.error("--systems is empty")
         args.systems = requested
+    if args.reference is not None:
+        if args.reference not in SYSTEMS:
+            parser.error(f"unknown --reference system {args.reference}; choose from {', '.join(SYSTEMS)}")
+        if args.systems is not None and args.reference not in args.systems:
+            parser.error(f"--reference {args.reference} is not one of the systems in --systems: "
+                         f"{', '.join(args.systems)}")
     return args
 
 
@@ -613,11 +655,12 @@ def run(args, argv):
     paths = Paths(args)
     check_data(paths)
     systems = select_systems(args.systems)
+    reference = select_reference(args.reference, systems)
     check_build(paths, systems)
     for folder in (paths.out, paths.artifacts, paths.logs, paths.eval_reports):
-        folder.mkdir(parents=True, exist_ok=True)
+        tvm.create_output_folder(folder)
 
-    images, subset = load_image_list(paths.annotations, args.images)
+    images, subset = load_image_list(paths.annotations, args.images, only_scored_class=args.quick)
     subset_annotations = paths.out / "annotations_subset.json"
     tvm.write_file_atomically(subset_annotations, [json.dumps(subset).encode("utf-8")])
     load_at_start = load_average()
@@ -651,9 +694,6 @@ def run(args, argv):
     ap50 = {}
     for system in systems:
         ap50[system] = score(system, paths, subset_annotations)
-    reference = args.reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in workers else next(iter(workers)))
-    if reference not in workers:
-        raise HarnessError(f"--reference {reference} is not one of the systems run: {', '.join(workers)}")
     reference_median = statistics.median(workers[reference].times_ms)
     rows = [system_row(system, workers[system], ap50[system], paths, artifacts, reference_median)
             for system in systems]

@@ -222,6 +222,7 @@ def run(args):
     }
     index = {**common_metadata, "files": []}
 
+    tvm.create_output_folder(args.out)
     for image_path in images:
         start = time.perf_counter()
         tensors = record_image(model, image_path)
