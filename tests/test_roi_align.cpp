@@ -166,6 +166,9 @@ const Case kCases[] = {
     {"blocked 40 channels, 7x7, ratio 1", 40, 7, 9, Layout::blocked16, 7, 1, 0.25f},
     {"blocked 32 channels, 3x3, ratio 1", 32, 5, 5, Layout::blocked16, 3, 1, 1.f},
     {"nhwc one-pixel map", 24, 1, 1, Layout::nhwc, 3, 2, 1.f},
+    // 64-channel SIMD chunks: four whole chunks, and one chunk plus 8.
+    {"nhwc 256 channels, 7x7, ratio 2", 256, 12, 10, Layout::nhwc, 7, 2, 0.125f},
+    {"nhwc 72 channels, 7x7, ratio 2", 72, 9, 13, Layout::nhwc, 7, 2, 0.25f},
 };
 
 qdet::RoiAlignParams params_of(const Case &c) {
@@ -273,11 +276,12 @@ TEST_CASE("roi_align int8 within one step") {
             std::vector<int8_t> got(real.size(), int8_t{-99});
             qdet::roi_align(map.view, in_scales.data(), rois, p, out_scales.data(), got.data());
 
-            // The kernel scales once at the end, the reference before
-            // interpolating. Both stay within 1e-4 steps of the exact value
-            // (float sums of at most 4 samples of |q| <= 128, then one
-            // scaling), so they round alike unless the value lies within
-            // 1e-3 steps of a tie, and there they differ by one step.
+            // The kernel adds the weights of taps at the same position and
+            // scales once at the end, the reference interpolates real values.
+            // Both stay within 1e-4 steps of the exact value (float sums of at
+            // most 16 weighted taps of |q| <= 128, then one scaling), so they
+            // round alike unless the value lies within 1e-3 steps of a tie,
+            // and there they differ by one step.
             size_t off_by_more = 0;
             size_t off_away_from_tie = 0;
             for (size_t i = 0; i < got.size(); ++i) {
@@ -291,6 +295,42 @@ TEST_CASE("roi_align int8 within one step") {
             CHECK(off_by_more == 0);
             CHECK(off_away_from_tie == 0);
         }
+    }
+}
+
+TEST_CASE("roi_align int8 to fp32 vs reference") {
+    uint32_t seed = 500;
+    for (const Case &c : kCases) {
+        INFO("case: ", std::string(c.name), ", layout ", std::string(layout_name(c.layout)));
+        const size_t n = static_cast<size_t>(c.channels) * c.height * c.width;
+        const size_t plane = static_cast<size_t>(c.height) * c.width;
+        std::vector<float> in_scales(c.channels);
+        for (int ch = 0; ch < c.channels; ++ch) in_scales[ch] = 0.01f * static_cast<float>(1 + ch % 7);
+        const std::vector<float> random = qdet::test::random_floats(n, -128.f, 127.f, ++seed);
+        std::vector<int8_t> q(n);
+        std::vector<float> dequantized(n);
+        for (size_t i = 0; i < n; ++i) {
+            q[i] = static_cast<int8_t>(std::lround(random[i]));
+            dequantized[i] = in_scales[i / plane] * static_cast<float>(q[i]);
+        }
+        const StoredMap<int8_t> map = store(q, c.channels, c.height, c.width, c.layout, int8_t{127});
+        const std::vector<Box> rois = make_rois(c.height, c.width, c.spatial_scale, ++seed);
+        const qdet::RoiAlignParams p = params_of(c);
+
+        const std::vector<float> expected = reference_roi_align(dequantized, c.channels, c.height, c.width, rois, p);
+        std::vector<float> got(expected.size(), -1234.f);
+        qdet::roi_align(map.view, in_scales.data(), rois, p, got.data());
+
+        // Only float rounding separates the two, which stays below 1e-5 of
+        // the largest value a bin can reach (128 times the channel's scale).
+        size_t far = 0;
+        size_t first = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+            const float bound = 1e-5f * 128.f * in_scales[i % c.channels];
+            if (!(std::fabs(got[i] - expected[i]) <= bound) && far++ == 0) first = i;
+        }
+        INFO("first difference at ", first, ": got ", got[first], ", expected ", expected[first]);
+        CHECK(far == 0);
     }
 }
 
