@@ -180,6 +180,26 @@ qdet::RoiAlignParams params_of(const Case &c) {
     return p;
 }
 
+// A random INT8 feature map stored in the case's layout, and its real values
+// (channel-major) under per-channel scales.
+struct QuantizedMap {
+    StoredMap<int8_t> map;
+    std::vector<float> dequantized;
+};
+
+QuantizedMap random_quantized_map(const Case &c, const std::vector<float> &scales, uint32_t seed) {
+    const size_t n = static_cast<size_t>(c.channels) * c.height * c.width;
+    const size_t plane = static_cast<size_t>(c.height) * c.width;
+    const std::vector<float> random = qdet::test::random_floats(n, -128.f, 127.f, seed);
+    std::vector<int8_t> q(n);
+    std::vector<float> dequantized(n);
+    for (size_t i = 0; i < n; ++i) {
+        q[i] = static_cast<int8_t>(std::lround(random[i]));
+        dequantized[i] = scales[i / plane] * static_cast<float>(q[i]);
+    }
+    return {store(q, c.channels, c.height, c.width, c.layout, int8_t{127}), std::move(dequantized)};
+}
+
 int saturate_round_s8(double value) {
     return static_cast<int>(std::min(std::max(std::nearbyint(value), -128.0), 127.0));
 }
@@ -251,8 +271,6 @@ TEST_CASE("roi_align int8 within one step") {
         for (const ScaleCase &s : scales) {
             INFO("case: ", std::string(c.name), ", layout ", std::string(layout_name(c.layout)), ", in scale ",
                  s.in_scale, ", out scale ", s.out_scale);
-            const size_t n = static_cast<size_t>(c.channels) * c.height * c.width;
-            const size_t plane = static_cast<size_t>(c.height) * c.width;
             // Per-channel scales: channel c uses the case's scale times
             // 1, 1.25, ..., 2 (output) or 2, 1.75, ..., 1 (input).
             std::vector<float> in_scales(c.channels), out_scales(c.channels);
@@ -260,21 +278,14 @@ TEST_CASE("roi_align int8 within one step") {
                 in_scales[ch] = s.in_scale * (2.f - 0.25f * static_cast<float>(ch % 5));
                 out_scales[ch] = s.out_scale * (1.f + 0.25f * static_cast<float>(ch % 5));
             }
-            const std::vector<float> random = qdet::test::random_floats(n, -128.f, 127.f, ++seed);
-            std::vector<int8_t> q(n);
-            std::vector<float> dequantized(n);
-            for (size_t i = 0; i < n; ++i) {
-                q[i] = static_cast<int8_t>(std::lround(random[i]));
-                dequantized[i] = in_scales[i / plane] * static_cast<float>(q[i]);
-            }
-            const StoredMap<int8_t> map = store(q, c.channels, c.height, c.width, c.layout, int8_t{127});
+            const QuantizedMap input = random_quantized_map(c, in_scales, ++seed);
             const std::vector<Box> rois = make_rois(c.height, c.width, c.spatial_scale, ++seed);
             const qdet::RoiAlignParams p = params_of(c);
 
             const std::vector<float> real =
-                reference_roi_align(dequantized, c.channels, c.height, c.width, rois, p);
+                reference_roi_align(input.dequantized, c.channels, c.height, c.width, rois, p);
             std::vector<int8_t> got(real.size(), int8_t{-99});
-            qdet::roi_align(map.view, in_scales.data(), rois, p, out_scales.data(), got.data());
+            qdet::roi_align(input.map.view, in_scales.data(), rois, p, out_scales.data(), got.data());
 
             // The kernel adds the weights of taps at the same position and
             // scales once at the end, the reference interpolates real values.
@@ -302,24 +313,16 @@ TEST_CASE("roi_align int8 to fp32 vs reference") {
     uint32_t seed = 500;
     for (const Case &c : kCases) {
         INFO("case: ", std::string(c.name), ", layout ", std::string(layout_name(c.layout)));
-        const size_t n = static_cast<size_t>(c.channels) * c.height * c.width;
-        const size_t plane = static_cast<size_t>(c.height) * c.width;
         std::vector<float> in_scales(c.channels);
         for (int ch = 0; ch < c.channels; ++ch) in_scales[ch] = 0.01f * static_cast<float>(1 + ch % 7);
-        const std::vector<float> random = qdet::test::random_floats(n, -128.f, 127.f, ++seed);
-        std::vector<int8_t> q(n);
-        std::vector<float> dequantized(n);
-        for (size_t i = 0; i < n; ++i) {
-            q[i] = static_cast<int8_t>(std::lround(random[i]));
-            dequantized[i] = in_scales[i / plane] * static_cast<float>(q[i]);
-        }
-        const StoredMap<int8_t> map = store(q, c.channels, c.height, c.width, c.layout, int8_t{127});
+        const QuantizedMap input = random_quantized_map(c, in_scales, ++seed);
         const std::vector<Box> rois = make_rois(c.height, c.width, c.spatial_scale, ++seed);
         const qdet::RoiAlignParams p = params_of(c);
 
-        const std::vector<float> expected = reference_roi_align(dequantized, c.channels, c.height, c.width, rois, p);
+        const std::vector<float> expected =
+            reference_roi_align(input.dequantized, c.channels, c.height, c.width, rois, p);
         std::vector<float> got(expected.size(), -1234.f);
-        qdet::roi_align(map.view, in_scales.data(), rois, p, got.data());
+        qdet::roi_align(input.map.view, in_scales.data(), rois, p, got.data());
 
         // Only float rounding separates the two, which stays below 1e-5 of
         // the largest value a bin can reach (128 times the channel's scale).
