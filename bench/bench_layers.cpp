@@ -239,7 +239,7 @@ int bench_main(int argc, char **argv) {
 
     const WeightFile file = WeightFile::read(cli.require("weights"));
     const QuantTable quant = quant_table_from_json(file.quantization(), file.path());
-    if (quant.empty()) fail(ErrorKind::input, file.path() + ": no INT8 calibration; run convert with --calib");
+    if (quant.empty()) fail(ErrorKind::unsupported, file.path() + ": no INT8 calibration; run convert with --calib");
 
     // Tensor shapes at this input size, from one traced FP32 run.
     Image image;

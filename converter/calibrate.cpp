@@ -74,6 +74,20 @@ void validate_keep_fp32(const ModelConfig &config, const std::vector<std::string
     }
 }
 
+std::vector<std::string> with_stacked_partners(const std::vector<std::string> &layers) {
+    static const std::pair<const char *, const char *> kStacked[] = {
+        {"rpn.head.cls_logits", "rpn.head.bbox_pred"},
+        {"roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred"},
+    };
+    std::vector<std::string> result = layers;
+    auto listed = [&](const std::string &name) { return std::find(result.begin(), result.end(), name) != result.end(); };
+    for (const auto &[first, second] : kStacked) {
+        if (listed(first) && !listed(second)) result.push_back(second);
+        if (listed(second) && !listed(first)) result.push_back(first);
+    }
+    return result;
+}
+
 CalibrationResult calibrate_activations(const WeightFile &fp32_file, const std::vector<FoldedLayer> &layers,
                                         const std::vector<std::string> &images, const CalibrationOptions &options) {
     DetectorOptions detector_options;
@@ -373,6 +387,7 @@ nlohmann::json calibration_report(const CalibrationResult &result, const Calibra
     }
     nlohmann::json skipped = result.images_skipped;
     nlohmann::json report = {{"method", calibration_method_name(options.method)},
+                             {"migration", options.migration},
                              {"images_used", result.images_used},
                              {"images_skipped", skipped},
                              {"keep_fp32", options.keep_fp32},

@@ -58,6 +58,11 @@ struct CalibrationResult {
 // naming an unknown layer.
 void validate_keep_fp32(const ModelConfig &config, const std::vector<std::string> &layers);
 
+// Adds the partners of stacked layers to a --keep-fp32 list: the engine runs
+// the RPN head's cls_logits and bbox_pred as one layer, and the predictor's
+// cls_score and bbox_pred too, so keeping one member keeps both.
+std::vector<std::string> with_stacked_partners(const std::vector<std::string> &layers);
+
 // Collects per-channel histograms with the FP32 engine of `fp32_file` and
 // chooses scales (shared_scale_groups() applied). Unreadable images are
 // skipped with a warning; none readable is an Error(input).

@@ -67,7 +67,15 @@ int convert_main(int argc, char **argv) {
     }
     const std::string output = cli.require("out");
     check_output_file(output, "out");
-    if (cli.has("report")) check_output_file(cli.get("report"), "report");
+    check_output_not_input(output, "out", {input});
+    if (cli.has("report")) {
+        check_output_file(cli.get("report"), "report");
+        check_output_not_input(cli.get("report"), "report", {input, output});
+        if (cli.get("report") == output) fail(ErrorKind::usage, "options --report and --out name the same file");
+    }
+    if (cli.has("percentile") && cli.get("calib-method") != "percentile") {
+        fail(ErrorKind::usage, "option --percentile needs --calib-method percentile");
+    }
     const bool calibrate = cli.has("calib");
     for (const char *option :
          {"keep-fp32", "report", "calib-limit", "calib-method", "percentile", "migration", "skip-sqnr"}) {
@@ -91,6 +99,7 @@ int convert_main(int argc, char **argv) {
     const ModelConfig config = config_from_export_metadata(checkpoint.metadata(), input);
     const std::vector<FoldedLayer> layers = fold_checkpoint(checkpoint, config);
     validate_keep_fp32(config, calibration.keep_fp32);
+    calibration.keep_fp32 = with_stacked_partners(calibration.keep_fp32);
 
     WeightFileWriter writer;
     writer.set_config(config);

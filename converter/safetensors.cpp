@@ -34,6 +34,11 @@ SafetensorsFile SafetensorsFile::read(const std::string &path) {
     const uint64_t size = file.bytes_.size();
     if (size < 8) invalid(path, "the file has " + std::to_string(size) + " bytes, fewer than the 8-byte header length");
 
+    if (std::memcmp(file.bytes_.data(), "QDETWGT", 8) == 0) {
+        invalid(path, "this is a qdet weight file (from convert); --weights takes the .safetensors file that "
+                      "weights/export_torchvision.py writes");
+    }
+
     uint64_t header_size;
     std::memcpy(&header_size, file.bytes_.data(), 8);
     if (header_size > size - 8) {

@@ -96,7 +96,7 @@ void Detector::load(const WeightFile &file) {
     weight_path_ = file.path();
     const QuantTable quant = quant_table_from_json(file.quantization(), file.path());
     if (options_.precision == Precision::int8 && quant.empty()) {
-        fail(ErrorKind::input, file.path() + ": the model has no INT8 calibration; run convert with --calib");
+        fail(ErrorKind::unsupported, file.path() + ": the model has no INT8 calibration; run convert with --calib");
     }
     network_ = std::make_unique<FeatureNetwork>(file, options_.precision, quant, dnnl_.engine, options_.fp32_layout,
                                                 options_.observe_residual_branches);

@@ -30,7 +30,7 @@ FeatureNetwork::FeatureNetwork(const WeightFile &file, Precision precision, cons
       fp32_layout_(fp32_layout),
       observe_residual_branches_(observe_residual_branches && precision == Precision::fp32) {
     if (precision_ == Precision::int8 && quant_.empty()) {
-        fail(ErrorKind::input, file.path() + ": the model has no INT8 calibration; run convert with --calib");
+        fail(ErrorKind::unsupported, file.path() + ": the model has no INT8 calibration; run convert with --calib");
     }
     // detector_layers() lists the layers in execution order; walk it in step.
     const std::vector<LayerSpec> layers = detector_layers(config_);

@@ -123,6 +123,19 @@ void check_output_file(const std::string &path, const std::string &option) {
     }
 }
 
+void check_output_not_input(const std::string &path, const std::string &option,
+                            const std::vector<std::string> &inputs) {
+    struct stat output {};
+    if (::stat(path.c_str(), &output) != 0) return;  // a new file cannot be an input
+    for (const std::string &input : inputs) {
+        struct stat info {};
+        if (::stat(input.c_str(), &info) == 0 && info.st_dev == output.st_dev && info.st_ino == output.st_ino) {
+            fail(ErrorKind::usage, "option --" + option + " " + path + " is the input file " + input +
+                                       ", which the output would overwrite; choose another output path");
+        }
+    }
+}
+
 void make_directories(const std::string &path) {
     if (path.empty()) return;
     size_t position = 0;

@@ -152,7 +152,12 @@ int qdet_main(int argc, char **argv) {
     if (cli.has("serve") && (cli.has("json") || cli.has("profile"))) {
         fail(ErrorKind::usage, "--json and --profile do not apply to --serve");
     }
-    if (cli.has("json")) check_output_file(cli.get("json"), "json");
+    if (cli.has("json")) {
+        check_output_file(cli.get("json"), "json");
+        std::vector<std::string> inputs = cli.positional();
+        inputs.push_back(weights);
+        check_output_not_input(cli.get("json"), "json", inputs);
+    }
 
     // The file image is released once the detector holds its layers.
     auto start = std::chrono::steady_clock::now();
@@ -205,7 +210,8 @@ int qdet_main(int argc, char **argv) {
         all.push_back({{"image", path}, {"width", image.width}, {"height", image.height},
                        {"detections", detections_json(detections)}});
     }
-    if (cli.has("json")) write_text_file_atomically(cli.get("json"), all.dump(1));
+    // With every image failed there is nothing to write, and an older file stays.
+    if (cli.has("json") && !all.empty()) write_text_file_atomically(cli.get("json"), all.dump(1));
     return failures == 0 ? 0 : static_cast<int>(ErrorKind::input);
 }
 

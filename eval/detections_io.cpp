@@ -143,6 +143,9 @@ ImageDetections read_image_detections(const std::string &path) {
 }
 
 std::vector<std::vector<Detection>> read_detection_dir(const std::string &dir, const CocoDataset &dataset) {
+    struct stat folder {};
+    if (::stat(dir.c_str(), &folder) != 0) fail(ErrorKind::input, dir + ": detection folder not found");
+    if (!S_ISDIR(folder.st_mode)) fail(ErrorKind::input, dir + ": is not a folder, expected a folder of detection files");
     std::vector<std::vector<Detection>> result;
     result.reserve(dataset.images.size());
     for (const CocoImage &image : dataset.images) {

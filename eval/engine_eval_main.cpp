@@ -146,7 +146,8 @@ void print_metrics(const std::vector<const Run *> &runs, const CocoDataset &data
     }
 }
 
-int score_detection_files(const CommandLine &cli, const CocoDataset &all, const MetricsOptions &options, int limit) {
+int score_detection_files(const CommandLine &cli, const CocoDataset &all, const MetricsOptions &options, int limit,
+                          double score_threshold, double iou_threshold) {
     std::vector<bool> keep(all.images.size(), true);
     for (size_t i = limit > 0 ? static_cast<size_t>(limit) : keep.size(); i < keep.size(); ++i) keep[i] = false;
     const CocoDataset dataset = subset(all, keep);
@@ -157,14 +158,16 @@ int score_detection_files(const CommandLine &cli, const CocoDataset &all, const 
     run.label = folder.substr(folder.find_last_of('/') + 1);
     run.detections = read_detection_dir(cli.get("detections"), dataset);
     run.metrics = evaluate(dataset, run.detections, options);
-    std::printf("engine_eval: scored %zu images from %s\n", dataset.images.size(), cli.get("detections").c_str());
+    std::printf("engine_eval: scored %zu images from %s; score >= %.2f, IoU >= %.2f (AP50 at IoU 0.50)\n",
+                dataset.images.size(), cli.get("detections").c_str(), score_threshold, iou_threshold);
     print_metrics({&run}, dataset, options);
     if (cli.has("report")) {
         const json report = {{"detections", cli.get("detections")},
                              {"annotations", dataset.path},
                              {"images", dataset.images.size()},
-                             {"score_threshold", options.score_threshold},
-                             {"iou_threshold", options.iou_threshold},
+                             {"score_threshold", score_threshold},
+                             {"iou_threshold", iou_threshold},
+                             {"ap_iou_threshold", 0.5},
                              {"classes", metrics_json(run.metrics, dataset)}};
         write_text_file_atomically(cli.get("report"), report.dump(1));
     }
@@ -197,7 +200,12 @@ int engine_eval_main(int argc, char **argv) {
 
     MetricsOptions options;
     options.classes.clear();
-    for (const std::string &id : split_list(cli.get("classes"))) {
+    const std::string class_list = cli.get("classes");
+    if (class_list.find(",,") != std::string::npos || (!class_list.empty() && class_list.front() == ',') ||
+        (!class_list.empty() && class_list.back() == ',')) {
+        fail(ErrorKind::usage, "option --classes has an empty item in '" + class_list + "'");
+    }
+    for (const std::string &id : split_list(class_list)) {
         try {
             options.classes.push_back(std::stoi(id));
         } catch (const std::exception &) {
@@ -205,8 +213,11 @@ int engine_eval_main(int argc, char **argv) {
         }
     }
     if (options.classes.empty()) fail(ErrorKind::usage, "option --classes needs at least one category id");
-    options.score_threshold = static_cast<float>(cli.get_double("score-thresh", 0.0, 1.0));
-    options.iou_threshold = static_cast<float>(cli.get_double("iou-thresh", 0.01, 1.0));
+    // The report keeps the thresholds as typed (0.55, not the float 0.550000012).
+    const double score_threshold = cli.get_double("score-thresh", 0.0, 1.0);
+    const double iou_threshold = cli.get_double("iou-thresh", 0.01, 1.0);
+    options.score_threshold = static_cast<float>(score_threshold);
+    options.iou_threshold = static_cast<float>(iou_threshold);
     const int limit = cli.get_int("limit", 0, 100000000);
     if (cli.has("detections")) {
         for (const char *option : {"weights", "images", "precision", "dump", "warmup", "threads"}) {
@@ -216,7 +227,10 @@ int engine_eval_main(int argc, char **argv) {
             }
         }
     }
-    if (cli.has("report")) check_output_file(cli.get("report"), "report");
+    if (cli.has("report")) {
+        check_output_file(cli.get("report"), "report");
+        check_output_not_input(cli.get("report"), "report", {cli.get("gt"), cli.get("weights")});
+    }
     const CocoDataset all = load_coco(cli.require("gt"));
     if (all.images.empty()) fail(ErrorKind::input, all.path + ": the annotations list no images");
     for (int id : options.classes) {
@@ -227,7 +241,7 @@ int engine_eval_main(int argc, char **argv) {
                                        " (its category ids: " + ids + ")");
         }
     }
-    if (cli.has("detections")) return score_detection_files(cli, all, options, limit);
+    if (cli.has("detections")) return score_detection_files(cli, all, options, limit, score_threshold, iou_threshold);
 
     std::vector<Precision> precisions;
     for (const std::string &name : split_list(cli.get("precision"))) {
@@ -241,6 +255,11 @@ int engine_eval_main(int argc, char **argv) {
         precisions.push_back(p);
     }
     if (precisions.empty()) fail(ErrorKind::usage, "option --precision needs fp32, int8 or both");
+    // The dump folders are made before the run, so a path that cannot hold
+    // them fails at once rather than after every image.
+    if (cli.has("dump")) {
+        for (Precision p : precisions) make_directories(cli.get("dump") + "/" + precision_name(p));
+    }
     const std::string weights = cli.require("weights");
     const std::string image_dir = cli.require("images");
     set_thread_count(cli.get_int("threads", 0, 1024));
@@ -324,9 +343,10 @@ int engine_eval_main(int argc, char **argv) {
     // Report.
     std::string class_names;
     for (int id : options.classes) class_names += (class_names.empty() ? "" : ", ") + class_label(dataset, id) + " (" + std::to_string(id) + ")";
-    std::printf("engine_eval: %zu images evaluated, %zu skipped; %s; score >= %.2f, IoU >= %.2f; %d threads\n",
-                dataset.images.size(), skipped.size(), class_names.c_str(), options.score_threshold,
-                options.iou_threshold, thread_count());
+    std::printf("engine_eval: %zu images evaluated, %zu skipped; %s; score >= %.2f, IoU >= %.2f (AP50 at IoU 0.50); "
+                "%d threads\n",
+                dataset.images.size(), skipped.size(), class_names.c_str(), score_threshold, iou_threshold,
+                thread_count());
     std::vector<const Run *> ordered;
     for (const Run &run : runs) ordered.push_back(&run);
     print_metrics(ordered, dataset, options);
@@ -337,8 +357,9 @@ int engine_eval_main(int argc, char **argv) {
                    {"images_evaluated", dataset.images.size()},
                    {"images_skipped", skipped},
                    {"threads", thread_count()},
-                   {"score_threshold", options.score_threshold},
-                   {"iou_threshold", options.iou_threshold}};
+                   {"score_threshold", score_threshold},
+                   {"iou_threshold", iou_threshold},
+                   {"ap_iou_threshold", 0.5}};
     if (runs.size() == 2) {
         const Agreement agree = agreement(runs[0].detections, runs[1].detections, options);
         std::printf("detections agreeing (%s found by %s, same class, IoU >= %.2f, score >= %.2f): %d/%d (%.1f%%)\n",
@@ -397,8 +418,11 @@ int engine_eval_main(int argc, char **argv) {
     }
     if (cli.has("report")) write_text_file_atomically(cli.get("report"), report.dump(1));
     if (!skipped.empty()) {
-        std::fprintf(stderr, "engine_eval: %zu image(s) could not be decoded and were left out: %s%s\n",
-                     skipped.size(), skipped[0].c_str(), skipped.size() > 1 ? ", ..." : "");
+        std::string names;
+        for (size_t i = 0; i < std::min<size_t>(5, skipped.size()); ++i) names += (i ? ", " : "") + skipped[i];
+        if (skipped.size() > 5) names += " and " + std::to_string(skipped.size() - 5) + " more";
+        std::fprintf(stderr, "engine_eval: %zu image(s) could not be decoded and were left out: %s\n", skipped.size(),
+                     names.c_str());
         return static_cast<int>(ErrorKind::input);
     }
     return 0;

@@ -87,7 +87,7 @@ int match_image_for_ap(const CocoImage &image, const std::vector<Detection> &det
 
     // COCO caps the threshold just below 1 so that identical boxes still match
     // at a threshold of 1.0 despite rounding.
-    const double threshold = std::min(decimal_value(options.iou_threshold), 1.0 - 1e-10);
+    const double threshold = std::min(decimal_value(options.ap_iou_threshold), 1.0 - 1e-10);
     std::vector<bool> truth_matched(truths.size(), false);
     for (size_t index : order) {
         const Detection &detection = detections[index];

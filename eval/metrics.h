@@ -13,7 +13,8 @@ namespace qdet {
 struct MetricsOptions {
     std::vector<int> classes = {3};  // COCO category ids to score (3 = car)
     float score_threshold = 0.5f;    // for recall, precision and mean IoU
-    float iou_threshold = 0.5f;      // a detection matches a box at IoU >= this
+    float iou_threshold = 0.5f;      // for recall, precision, mean IoU and agreement: a match at IoU >= this
+    float ap_iou_threshold = 0.5f;   // for AP: 0.5 gives AP50, whatever iou_threshold is
     int max_detections = 100;        // per image, for AP (COCO's maxDets)
 };
 
@@ -25,7 +26,7 @@ struct ClassMetrics {
     double recall = 0;       // true_positives / ground_truth (0 when no ground truth)
     double precision = 0;    // true_positives / detections (0 when no detections)
     double mean_iou = 0;     // mean IoU of the matched pairs (0 when none)
-    double ap = -1;          // AP at iou_threshold, 101-point COCO style; -1 without ground truth
+    double ap = -1;          // AP at ap_iou_threshold, 101-point COCO style; -1 without ground truth
 };
 
 struct Metrics {

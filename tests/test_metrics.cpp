@@ -84,6 +84,7 @@ MetricsOptions options_for(std::vector<int> classes, float iou_threshold = 0.5f,
     MetricsOptions options;
     options.classes = std::move(classes);
     options.iou_threshold = iou_threshold;
+    options.ap_iou_threshold = iou_threshold;
     options.max_detections = max_detections;
     return options;
 }
@@ -306,7 +307,7 @@ TEST_CASE("evaluate AP cases") {
         CocoDataset dataset;
         dataset.images = test.images;
         CAPTURE(test.name);
-        CAPTURE(test.options.iou_threshold);
+        CAPTURE(test.options.ap_iou_threshold);
         CAPTURE(test.options.max_detections);
         INFO("ground truth:\n" << describe(test.images) << "detections:\n" << describe(test.detections));
 
@@ -315,6 +316,20 @@ TEST_CASE("evaluate AP cases") {
         CHECK(metrics.classes[0].category_id == test.options.classes[0]);
         CHECK(metrics.classes[0].ap == doctest::Approx(test.expected_ap).epsilon(kApTolerance));
     }
+}
+
+TEST_CASE("evaluate AP50 ignores the match threshold") {
+    // IoU of the detection with its box: 60 / 100 = 0.6.
+    CocoDataset dataset;
+    dataset.images = {image(1, {truth(Box{0, 0, 10, 10})})};
+    std::vector<std::vector<Detection>> detections = {{detection(Box{0, 0, 10, 6}, 0.9f)}};
+    MetricsOptions options = options_for({kCar});
+    options.iou_threshold = 0.75f;
+
+    const ClassMetrics metrics = evaluate(dataset, detections, options).classes[0];
+    CHECK(metrics.true_positives == 0);
+    CHECK(metrics.recall == 0.0);
+    CHECK(metrics.ap == doctest::Approx(1.0).epsilon(kApTolerance));
 }
 
 TEST_CASE("evaluate classes in option order") {

@@ -125,7 +125,7 @@ TEST_CASE("engine_eval rejects int8 without calibration") {
     const test::CommandResult r =
         run_eval("--images " + eval_images() + " --gt " + eval_annotations() + " --precision int8 --limit 1");
     INFO(r.output);
-    CHECK(r.exit_code == 3);
+    CHECK(r.exit_code == 4);
     CHECK(r.output.find("no INT8 calibration") != std::string::npos);
 }
 
@@ -142,11 +142,13 @@ TEST_CASE("engine_eval rejects bad options") {
         {" --precision int8,int8", "--precision names int8 twice"},
         {" --classes 999", "category 999 is not in " + eval_annotations()},
         {" --report /nonexistent/report.json", "cannot write --report: folder /nonexistent does not exist"},
+        {" --report " + eval_annotations(), "is the input file " + eval_annotations()},
+        {" --classes 3,,6", "option --classes has an empty item in '3,,6'"},
     };
     for (const auto &c : cases) {
         const test::CommandResult r = run_eval(base + c.options);
         INFO(c.options << "\n" << r.output);
-        CHECK(r.exit_code == (c.options.find("--report") != std::string::npos ? 3 : 2));
+        CHECK(r.exit_code == (c.options.find("/nonexistent/") != std::string::npos ? 3 : 2));
         CHECK(r.output.find(c.expected) != std::string::npos);
     }
 }
@@ -191,6 +193,18 @@ TEST_CASE("qdet reports an unreadable image") {
     CHECK(r.output.find(dir + "/empty.jpg: cannot decode image: the file is empty") != std::string::npos);
     // The good image after it is still processed.
     CHECK(r.output.find("eval_0002.jpg\tbus") != std::string::npos);
+}
+
+TEST_CASE("convert rejects output over input") {
+    const std::string dir = test::make_temp_dir("qdet-convert");
+    const std::string weights = dir + "/model.safetensors";
+    test::run_command("cp " + test::test_data_dir() + "/roadcars.safetensors " + weights);
+    const std::string before = test::read_bytes(weights);
+    const test::CommandResult r = test::run_command(tool("convert") + " --weights " + weights + " --out " + weights);
+    INFO(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find("is the input file " + weights) != std::string::npos);
+    CHECK(test::read_bytes(weights) == before);
 }
 
 TEST_CASE("qdet rejects a truncated JPEG") {

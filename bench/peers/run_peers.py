@@ -721,6 +721,7 @@ def run(args, argv):
         "systems": rows,
     }
     tvm.write_json_atomically(paths.out / "peers.json", report, indent=1)
+    log.info("wrote %s", paths.out / "peers.json")
     write_table_and_chart(report, paths.out)
 
 
@@ -730,7 +731,7 @@ def write_table_and_chart(report, out):
     tvm.write_file_atomically(out / "peers.md", [table.encode("utf-8")])
     tvm.write_file_atomically(out / "peers.svg", [svg.encode("utf-8")])
     print(table)
-    log.info("wrote %s, %s and %s", out / "peers.md", out / "peers.svg", out / "peers.json")
+    log.info("wrote %s and %s", out / "peers.md", out / "peers.svg")
 
 
 def replot(out):
