@@ -32,6 +32,13 @@ namespace {
 std::string decode_failure_reason(const uint8_t *data, size_t size) {
     int width = 0, height = 0, channels = 0;
     if (size > static_cast<size_t>(INT32_MAX)) return "the file is too large";
+    // stb_image reads neither WebP nor TIFF, so name those formats here.
+    if (size >= 12 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WEBP", 4) == 0) {
+        return "the WebP data is corrupt or truncated";
+    }
+    if (size >= 4 && (std::memcmp(data, "II*\0", 4) == 0 || std::memcmp(data, "MM\0*", 4) == 0)) {
+        return "the TIFF data is corrupt or truncated";
+    }
     if (!stbi_info_from_memory(data, static_cast<int>(size), &width, &height, &channels)) {
         const char *reason = stbi_failure_reason();
         return reason ? std::string("not a supported image (") + reason + ")" : "not a supported image";
