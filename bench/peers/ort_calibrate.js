@@ -23,19 +23,13 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 
+const { loadOnnxRuntime, rgbToChwFloat } = require('./ort_common');
+
 const INPUT_NAME = 'image';
 const DETECTOR_OUTPUTS = new Set(['boxes', 'labels', 'scores']);
 const HISTOGRAM_BINS = 2048;
 
 class UsageError extends Error {}
-
-function loadOnnxRuntime() {
-  try {
-    return require('onnxruntime-node');
-  } catch (error) {
-    throw new Error(`cannot load onnxruntime-node (${error.message}); run "npm ci --ignore-scripts" in ${__dirname}`);
-  }
-}
 
 function parseCommandLine(argv) {
   const [command, ...rest] = argv;
@@ -116,14 +110,7 @@ function readImageTensor(ort, entry) {
   if (rgb.length !== width * height * 3) {
     throw new Error(`${file}: size is ${rgb.length} bytes, expected ${width * height * 3} (${width}x${height} RGB)`);
   }
-  const planeSize = width * height;
-  const chw = new Float32Array(3 * planeSize);
-  for (let pixel = 0, offset = 0; pixel < planeSize; ++pixel, offset += 3) {
-    chw[pixel] = rgb[offset] / 255;
-    chw[planeSize + pixel] = rgb[offset + 1] / 255;
-    chw[2 * planeSize + pixel] = rgb[offset + 2] / 255;
-  }
-  return new ort.Tensor('float32', chw, [3, height, width]);
+  return new ort.Tensor('float32', rgbToChwFloat(rgb, width, height), [3, height, width]);
 }
 
 async function runOverImages(ort, session, images, names, label, visit) {

@@ -22,6 +22,8 @@ const path = require('node:path');
 const readline = require('node:readline');
 const { parseArgs } = require('node:util');
 
+const { loadOnnxRuntime, rgbToChwFloat } = require('./ort_common');
+
 const INPUT_NAME = 'image';
 
 // An expected failure, such as an invalid command line, request or input file. It is reported
@@ -34,15 +36,6 @@ function log(message) {
 
 function send(event) {
   process.stdout.write(JSON.stringify(event) + '\n');
-}
-
-function loadOnnxRuntime() {
-  try {
-    return require('onnxruntime-node');
-  } catch (error) {
-    throw new Error(
-      `cannot load onnxruntime-node (${error.message}); run "npm ci --ignore-scripts" in ${__dirname}`);
-  }
 }
 
 function parseCommandLine(argv) {
@@ -110,18 +103,6 @@ function readRgbFile(file, width, height) {
       `${file}: size is ${bytes.length} bytes, expected ${expected} (${width}x${height} RGB, 3 bytes per pixel)`);
   }
   return bytes;
-}
-
-// Convert RGB uint8 HWC bytes into the float32 CHW tensor in [0, 1] that the graph takes.
-function rgbToChwFloat(rgb, width, height) {
-  const planeSize = width * height;
-  const chw = new Float32Array(3 * planeSize);
-  for (let pixel = 0, offset = 0; pixel < planeSize; ++pixel, offset += 3) {
-    chw[pixel] = rgb[offset] / 255;
-    chw[planeSize + pixel] = rgb[offset + 1] / 255;
-    chw[2 * planeSize + pixel] = rgb[offset + 2] / 255;
-  }
-  return chw;
 }
 
 function toDetections(outputs) {
