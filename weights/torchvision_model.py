@@ -100,6 +100,15 @@ def run_cli(program, run, args):
     return 0
 
 
+def add_model_arguments(parser):
+    """Add the --checkpoint, --config and --variant options that choose the torchvision model."""
+    parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE.pth",
+                        help=f"torchvision state_dict (default: {default_checkpoint()})")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE.json",
+                        help="settings JSON (default: the .json with the checkpoint's name beside it, if present)")
+    parser.add_argument("--variant", choices=VARIANTS, help="model variant (default: the config's, else fpn)")
+
+
 def repo_dir():
     """Return the repository root (the parent of weights/)."""
     return Path(__file__).resolve().parent.parent

@@ -67,11 +67,7 @@ def parse_args(argv):
     parser.add_argument("--gt", type=Path, default=None, metavar="FILE.json",
                         help="COCO annotations used to look up image ids by file name "
                              "(default: annotations.json in the image folder's parent)")
-    parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE.pth",
-                        help=f"torchvision state_dict (default: {tvm.default_checkpoint()})")
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE.json",
-                        help="settings JSON (default: the .json with the checkpoint's name beside it, if present)")
-    parser.add_argument("--variant", choices=tvm.VARIANTS, help="model variant (default: the config's, else fpn)")
+    tvm.add_model_arguments(parser)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
     return parser.parse_args(argv)
 

@@ -159,11 +159,7 @@ def parse_args(argv):
                     "(input: float [3, H, W] in [0, 1] with dynamic H and W; outputs: boxes, labels, scores).",
     )
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.onnx", help="output ONNX file")
-    parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE.pth",
-                        help=f"torchvision state_dict (default: {tvm.default_checkpoint()})")
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE.json",
-                        help="settings JSON (default: the .json with the checkpoint's name beside it, if present)")
-    parser.add_argument("--variant", choices=tvm.VARIANTS, help="model variant (default: the config's, else fpn)")
+    tvm.add_model_arguments(parser)
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: {DEFAULT_OPSET})")
     parser.add_argument("--example-image", type=Path, default=None, metavar="IMAGE",

@@ -232,11 +232,7 @@ def parse_args(argv):
     )
     parser.add_argument("--mode", choices=sorted(SYSTEM_NAMES), default="fp32",
                         help="fp32, or dynamic_int8 (torch.quantization.quantize_dynamic, qint8) (default: fp32)")
-    parser.add_argument("--checkpoint", type=Path, default=None, metavar="FILE.pth",
-                        help=f"torchvision state_dict (default: {tvm.default_checkpoint()})")
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE.json",
-                        help="settings JSON (default: the .json with the checkpoint's name beside it, if present)")
-    parser.add_argument("--variant", choices=tvm.VARIANTS, help="model variant (default: the config's, else fpn)")
+    tvm.add_model_arguments(parser)
     parser.add_argument("--threads", type=int, required=True,
                         help="torch intra-op threads; inter-op threads are set to 1")
     return parser.parse_args(argv)
