@@ -4,9 +4,9 @@
 // portable C++ with the same results.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
-#include <limits>
+
+#include "kernels/quantize.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
@@ -40,13 +40,6 @@ inline __mmask16 tail_mask(int remaining) {
 #pragma GCC diagnostic pop
 #endif
 
-template <typename Out>
-inline Out saturate(float value) {
-    const float lo = static_cast<float>(std::numeric_limits<Out>::min());
-    const float hi = static_cast<float>(std::numeric_limits<Out>::max());
-    return static_cast<Out>(std::nearbyint(std::min(std::max(value, lo), hi)));
-}
-
 // out[c] = saturate(round(in[c] * factors[c])), c < n. `out` may alias `in`.
 template <typename T>
 inline void scale_run(const T *in, const float *factors, int n, T *out) {
@@ -57,7 +50,7 @@ inline void scale_run(const T *in, const float *factors, int n, T *out) {
         store_rounded(out + c, v, mask);
     }
 #else
-    for (int c = 0; c < n; ++c) out[c] = saturate<T>(static_cast<float>(in[c]) * factors[c]);
+    for (int c = 0; c < n; ++c) out[c] = saturate_round<T>(static_cast<float>(in[c]) * factors[c]);
 #endif
 }
 
@@ -70,7 +63,7 @@ inline void quantize_run(const float *in, const float *factors, int n, int8_t *o
                       mask);
     }
 #else
-    for (int c = 0; c < n; ++c) out[c] = saturate<int8_t>(in[c] * factors[c]);
+    for (int c = 0; c < n; ++c) out[c] = saturate_round<int8_t>(in[c] * factors[c]);
 #endif
 }
 
@@ -86,7 +79,7 @@ inline void add_run(const int8_t *a, const float *fa, const int8_t *b, const flo
     }
 #else
     for (int c = 0; c < n; ++c) {
-        out[c] = saturate<int8_t>(static_cast<float>(a[c]) * fa[c] + static_cast<float>(b[c]) * fb[c]);
+        out[c] = saturate_round<int8_t>(static_cast<float>(a[c]) * fa[c] + static_cast<float>(b[c]) * fb[c]);
     }
 #endif
 }
