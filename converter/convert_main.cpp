@@ -66,11 +66,9 @@ int convert_main(int argc, char **argv) {
         return 0;
     }
     const std::string output = cli.require("out");
-    check_output_file(output, "out");
-    check_output_not_input(output, "out", {input});
+    check_output_file(output, "out", {input});
     if (cli.has("report")) {
-        check_output_file(cli.get("report"), "report");
-        check_output_not_input(cli.get("report"), "report", {input, output});
+        check_output_file(cli.get("report"), "report", {input, output});
         if (cli.get("report") == output) fail(ErrorKind::usage, "options --report and --out name the same file");
     }
     if (cli.has("percentile") && cli.get("calib-method") != "percentile") {
@@ -88,7 +86,7 @@ int convert_main(int argc, char **argv) {
     }
     calibration.percentile = cli.get_double("percentile", 50.0, 100.0);
     calibration.migration = cli.get_double("migration", 0.0, 1.0);
-    calibration.keep_fp32 = split_list(cli.get("keep-fp32"));
+    calibration.keep_fp32 = cli.get_list("keep-fp32");
     calibration.show_progress = !quiet;
     const int limit = cli.get_int("calib-limit", 0, 1000000);
     set_thread_count(cli.get_int("threads", 0, 1024));

@@ -105,6 +105,21 @@ double CommandLine::get_double(const std::string &name, double min_value, double
     return value;
 }
 
+std::vector<std::string> CommandLine::get_list(const std::string &name) const {
+    const std::string text = get(name);
+    std::vector<std::string> items;
+    if (text.empty()) return items;
+    size_t start = 0;
+    while (true) {
+        const size_t comma = text.find(',', start);
+        std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (item.empty()) fail(ErrorKind::usage, "option --" + name + " has an empty item in '" + text + "'");
+        items.push_back(std::move(item));
+        if (comma == std::string::npos) return items;
+        start = comma + 1;
+    }
+}
+
 std::string CommandLine::help() const {
     std::ostringstream out;
     out << "usage: " << program_ << " " << usage_ << "\n\n" << summary_ << "\n\noptions:\n";
@@ -122,16 +137,6 @@ std::string CommandLine::help() const {
         out << "\n";
     }
     return out.str();
-}
-
-std::vector<std::string> split_list(const std::string &text, char separator) {
-    std::vector<std::string> parts;
-    std::string current;
-    std::istringstream in(text);
-    while (std::getline(in, current, separator)) {
-        if (!current.empty()) parts.push_back(current);
-    }
-    return parts;
 }
 
 int run_tool(const std::string &program, const std::function<int()> &body) {

@@ -32,6 +32,9 @@ public:
     std::string require(const std::string &name) const;
     int get_int(const std::string &name, int min_value, int max_value) const;
     double get_double(const std::string &name, double min_value, double max_value) const;
+    // The comma-separated items of the value ("a,b,c"); an empty value gives
+    // none, and an empty item ("a,,b") is a usage error naming the option.
+    std::vector<std::string> get_list(const std::string &name) const;
     const std::vector<std::string> &positional() const { return positional_; }
 
     std::string help() const;
@@ -50,9 +53,6 @@ private:
     std::map<std::string, std::string> values_;
     std::vector<std::string> positional_;
 };
-
-// Splits "a,b,c" into its non-empty parts.
-std::vector<std::string> split_list(const std::string &text, char separator = ',');
 
 // Runs a tool's body, mapping qdet::Error to its exit code and printing
 // "<program>: error: <message>" on stderr; other exceptions exit with the

@@ -106,13 +106,26 @@ bool file_exists_regular(const std::string &path) {
     return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
 }
 
-void check_output_file(const std::string &path, const std::string &option) {
+void check_output_file(const std::string &path, const std::string &option,
+                       const std::vector<std::string> &inputs) {
     if (path.empty()) fail(ErrorKind::usage, "option --" + option + " needs a file name, got an empty one");
-    struct stat info {};
-    if (::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+    struct stat output {};
+    const bool exists = ::stat(path.c_str(), &output) == 0;
+    if (exists && S_ISDIR(output.st_mode)) {
         fail(ErrorKind::input, path + ": is a folder, expected a file name for --" + option);
     }
+    // A new file cannot be one of the inputs.
+    for (const std::string &input : inputs) {
+        struct stat info {};
+        if (exists && ::stat(input.c_str(), &info) == 0 && info.st_dev == output.st_dev &&
+            info.st_ino == output.st_ino) {
+            fail(ErrorKind::usage, "option --" + option + " " + path + " is the input file " + input +
+                                       ", which the output would overwrite; choose another output path");
+        }
+    }
+
     const std::string folder = directory_of(path);
+    struct stat info {};
     if (::stat(folder.c_str(), &info) != 0) {
         fail(ErrorKind::input, path + ": cannot write --" + option + ": folder " + folder + " " +
                                    (errno == ENOENT ? std::string("does not exist") : errno_text()));
@@ -120,19 +133,6 @@ void check_output_file(const std::string &path, const std::string &option) {
     if (!S_ISDIR(info.st_mode)) fail(ErrorKind::input, path + ": cannot write --" + option + ": " + folder + " is not a folder");
     if (::access(folder.c_str(), W_OK | X_OK) != 0) {
         fail(ErrorKind::input, path + ": cannot write --" + option + " into folder " + folder + ": " + errno_text());
-    }
-}
-
-void check_output_not_input(const std::string &path, const std::string &option,
-                            const std::vector<std::string> &inputs) {
-    struct stat output {};
-    if (::stat(path.c_str(), &output) != 0) return;  // a new file cannot be an input
-    for (const std::string &input : inputs) {
-        struct stat info {};
-        if (::stat(input.c_str(), &info) == 0 && info.st_dev == output.st_dev && info.st_ino == output.st_ino) {
-            fail(ErrorKind::usage, "option --" + option + " " + path + " is the input file " + input +
-                                       ", which the output would overwrite; choose another output path");
-        }
     }
 }
 

@@ -21,13 +21,11 @@ void write_file_atomically(const std::string &path, const std::function<void(con
 
 // Checks, before any long work, that an output file can be created at
 // `path`: the path is not empty and not a folder, and its folder exists and is
-// writable. `option` names the command-line option in the error.
-void check_output_file(const std::string &path, const std::string &option);
-
-// Rejects an output path that names one of the run's input files (the same
-// file, by device and inode), which the output would overwrite.
-void check_output_not_input(const std::string &path, const std::string &option,
-                            const std::vector<std::string> &inputs);
+// writable. It also rejects a path that is one of the run's `inputs` (the same
+// file by device and inode), which the output would overwrite. `option` names
+// the command-line option in the error.
+void check_output_file(const std::string &path, const std::string &option,
+                       const std::vector<std::string> &inputs = {});
 
 // True when `path` exists and is a regular file.
 bool file_exists_regular(const std::string &path);

@@ -153,10 +153,9 @@ int qdet_main(int argc, char **argv) {
         fail(ErrorKind::usage, "--json and --profile do not apply to --serve");
     }
     if (cli.has("json")) {
-        check_output_file(cli.get("json"), "json");
         std::vector<std::string> inputs = cli.positional();
         inputs.push_back(weights);
-        check_output_not_input(cli.get("json"), "json", inputs);
+        check_output_file(cli.get("json"), "json", inputs);
     }
 
     // The file image is released once the detector holds its layers.

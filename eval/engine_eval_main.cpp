@@ -200,12 +200,7 @@ int engine_eval_main(int argc, char **argv) {
 
     MetricsOptions options;
     options.classes.clear();
-    const std::string class_list = cli.get("classes");
-    if (class_list.find(",,") != std::string::npos || (!class_list.empty() && class_list.front() == ',') ||
-        (!class_list.empty() && class_list.back() == ',')) {
-        fail(ErrorKind::usage, "option --classes has an empty item in '" + class_list + "'");
-    }
-    for (const std::string &id : split_list(class_list)) {
+    for (const std::string &id : cli.get_list("classes")) {
         try {
             options.classes.push_back(std::stoi(id));
         } catch (const std::exception &) {
@@ -227,10 +222,7 @@ int engine_eval_main(int argc, char **argv) {
             }
         }
     }
-    if (cli.has("report")) {
-        check_output_file(cli.get("report"), "report");
-        check_output_not_input(cli.get("report"), "report", {cli.get("gt"), cli.get("weights")});
-    }
+    if (cli.has("report")) check_output_file(cli.get("report"), "report", {cli.get("gt"), cli.get("weights")});
     const CocoDataset all = load_coco(cli.require("gt"));
     if (all.images.empty()) fail(ErrorKind::input, all.path + ": the annotations list no images");
     for (int id : options.classes) {
@@ -244,7 +236,7 @@ int engine_eval_main(int argc, char **argv) {
     if (cli.has("detections")) return score_detection_files(cli, all, options, limit, score_threshold, iou_threshold);
 
     std::vector<Precision> precisions;
-    for (const std::string &name : split_list(cli.get("precision"))) {
+    for (const std::string &name : cli.get_list("precision")) {
         Precision p;
         if (!parse_precision(name, &p)) {
             fail(ErrorKind::usage, "option --precision takes fp32, int8 or fp32,int8, got '" + name + "'");

@@ -144,6 +144,7 @@ TEST_CASE("engine_eval rejects bad options") {
         {" --report /nonexistent/report.json", "cannot write --report: folder /nonexistent does not exist"},
         {" --report " + eval_annotations(), "is the input file " + eval_annotations()},
         {" --classes 3,,6", "option --classes has an empty item in '3,,6'"},
+        {" --precision fp32,", "option --precision has an empty item in 'fp32,'"},
     };
     for (const auto &c : cases) {
         const test::CommandResult r = run_eval(base + c.options);
